@@ -1,0 +1,135 @@
+"""One exception hierarchy for llmcrate, each with a user-facing message.
+
+    LlmcrateError                     (exit code 1)
+    ├── InvalidName(name, reason)
+    ├── ModelNotFound(name)
+    ├── ModelfileError(line, col, msg)
+    ├── GGUFError(path, reason)
+    ├── StoreError                     corrupt manifest, missing blob, ...
+    │   └── DigestMismatch(expected, actual)
+    ├── InsufficientSpace(path, needed, free)
+    ├── RegistryError(host, reason)    network / protocol failures
+    │   └── AuthError
+    ├── TemplateError(msg, pos)        prompt template parse / execution errors
+    ├── EngineError                    a model that cannot load or run
+    ├── ServerUnavailable(host)
+    ├── ConfigError(key, reason)
+    └── BundleError                    bundle build / verify / install
+        └── UnsafeArchive(member, reason)
+
+Library code raises these; only the CLI's error boundary prints them.
+"""
+from __future__ import annotations
+
+
+class LlmcrateError(Exception):
+    """Base of every error llmcrate reports to a user. ``str(err)`` is the message."""
+
+    exit_code: int = 1
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class InvalidName(LlmcrateError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f'invalid model name "{name}": {reason}')
+
+
+class ModelNotFound(LlmcrateError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f'model "{name}" not found')
+
+
+class ModelfileError(LlmcrateError):
+    def __init__(self, msg: str, *, line: int | None = None, col: int | None = None,
+                 path: str | None = None) -> None:
+        self.line = line
+        self.col = col
+        self.msg = msg
+        self.path = path
+        where = path or "Modelfile"
+        if line is not None:
+            where += f":{line}"
+            if col is not None:
+                where += f":{col}"
+        super().__init__(f"{where}: {msg}")
+
+
+class GGUFError(LlmcrateError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: not a usable GGUF file: {reason}")
+
+
+class StoreError(LlmcrateError):
+    pass
+
+
+class DigestMismatch(StoreError):
+    def __init__(self, expected: str, actual: str, *, what: str = "blob") -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"digest mismatch for {what}: expected {expected}, got {actual}")
+
+
+class InsufficientSpace(LlmcrateError):
+    def __init__(self, path: str, needed: int, free: int) -> None:
+        self.path = path
+        self.needed = needed
+        self.free = free
+        super().__init__(
+            f"not enough disk space in {path}: need {needed / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB free")
+
+
+class RegistryError(LlmcrateError):
+    def __init__(self, message: str, *, host: str | None = None, status: int | None = None) -> None:
+        self.host = host
+        self.status = status
+        super().__init__(message)
+
+
+class AuthError(RegistryError):
+    pass
+
+
+class TemplateError(LlmcrateError):
+    def __init__(self, msg: str, *, pos: str | None = None) -> None:
+        self.msg = msg
+        self.pos = pos
+        super().__init__(f"template: {pos}: {msg}" if pos else f"template: {msg}")
+
+
+class EngineError(LlmcrateError):
+    pass
+
+
+class ServerUnavailable(LlmcrateError):
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(f"could not connect to llmcrate server at {host}",
+                         hint="start it with `llmcrate serve` (or `systemctl start llmcrate`)")
+
+
+class ConfigError(LlmcrateError):
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {reason}")
+
+
+class BundleError(LlmcrateError):
+    pass
+
+
+class UnsafeArchive(BundleError):
+    def __init__(self, member: str, reason: str) -> None:
+        self.member = member
+        super().__init__(f"refusing unsafe archive member {member!r}: {reason}")

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Write a small but real GGUF model that llama-cpp-python loads and generates from.
+
+A llama-architecture model with random weights, a byte-level BPE ("gpt2") tokenizer with
+ChatML special tokens and a ``tokenizer.chat_template``. The default is a few hundred KB;
+``--size`` grows the feed-forward width until the file reaches the requested size (for
+benchmarks), streaming tensors to disk so memory stays flat.
+
+    python scripts/make_tiny_model.py OUT.gguf [--size 2G] [--seed 0] [--name tiny]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# A handful of merges so the BPE path is exercised (merged tokens are added to the vocab).
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"),
+          ("o", "n"), ("Ġ", "s"), ("r", "e"), ("Ġ", "w")]
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's reversible byte -> printable unicode mapping, in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    mapping: dict[int, int] = {b: b for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = 256 + n
+            n += 1
+    return [chr(mapping[b]) for b in range(256)]
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)i?[bB]?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 300K, 64M, 2G)")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
+                    name: str = "tiny", n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
+                    n_head_kv: int = 2, context_length: int = 2048,
+                    chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    """Write the model to ``path`` and return it. ``size`` (bytes) is a lower bound."""
+    import gguf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokens = _bytes_to_unicode()
+    merges = [f"{a} {b}" for a, b in MERGES]
+    tokens += [a + b for a, b in MERGES]
+    n_normal = len(tokens)
+    tokens += SPECIAL_TOKENS
+    types = [int(gguf.TokenType.NORMAL)] * n_normal + [int(gguf.TokenType.CONTROL)] * len(SPECIAL_TOKENS)
+    n_vocab = len(tokens)
+    head_dim = n_embd // n_head
+    n_embd_kv = head_dim * n_head_kv
+
+    n_ff = 128
+    if size is not None:
+        # bytes that do not depend on n_ff: embeddings + output + attention, float32
+        fixed = 4 * (2 * n_vocab * n_embd + n_layer * (2 * n_embd * n_embd + 2 * n_embd * n_embd_kv))
+        per_ff = 4 * n_layer * 3 * n_embd
+        n_ff = max(128, -(-(size - fixed) // per_ff))
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+    w.add_context_length(context_length)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tokens.index("<|endoftext|>"))
+    w.add_eos_token_id(tokens.index("<|im_end|>"))
+    w.add_pad_token_id(tokens.index("<|endoftext|>"))
+    w.add_add_bos_token(False)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    shapes: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (n_vocab, n_embd))]
+    for i in range(n_layer):
+        shapes += [
+            (f"blk.{i}.attn_norm.weight", (n_embd,)),
+            (f"blk.{i}.attn_q.weight", (n_embd, n_embd)),
+            (f"blk.{i}.attn_k.weight", (n_embd_kv, n_embd)),
+            (f"blk.{i}.attn_v.weight", (n_embd_kv, n_embd)),
+            (f"blk.{i}.attn_output.weight", (n_embd, n_embd)),
+            (f"blk.{i}.ffn_norm.weight", (n_embd,)),
+            (f"blk.{i}.ffn_gate.weight", (n_ff, n_embd)),
+            (f"blk.{i}.ffn_up.weight", (n_ff, n_embd)),
+            (f"blk.{i}.ffn_down.weight", (n_embd, n_ff)),
+        ]
+    shapes += [("output_norm.weight", (n_embd,)), ("output.weight", (n_vocab, n_embd))]
+    for tname, shape in shapes:
+        w.add_tensor_info(tname, shape, np.dtype(np.float32), int(np.prod(shape)) * 4)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    for tname, shape in shapes:
+        if len(shape) == 1:
+            w.write_tensor_data(np.ones(shape, dtype=np.float32))
+            continue
+        w.write_tensor_data(_random(rng, shape))
+    w.close()
+    return path
+
+
+def _random(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return (rng.standard_normal(shape, dtype=np.float32) * 0.08).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="output .gguf path")
+    p.add_argument("--size", type=parse_size, default=None, help="minimum file size, e.g. 2G")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="tiny")
+    p.add_argument("--no-chat-template", action="store_true")
+    a = p.parse_args(argv)
+    out = write_tiny_gguf(a.out, size=a.size, seed=a.seed, name=a.name,
+                          chat_template=None if a.no_chat_template else CHATML_TEMPLATE)
+    print(f"{out} {out.stat().st_size} bytes", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

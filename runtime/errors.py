@@ -13,6 +13,7 @@
     ├── TemplateError(msg, pos)        prompt template parse / execution errors
     ├── EngineError                    a model that cannot load or run
     ├── ServerUnavailable(host)
+    ├── ServerError(status)            the server answered a request with an error
     ├── ConfigError(key, reason)
     └── BundleError                    bundle build / verify / install
         └── UnsafeArchive(member, reason)
@@ -133,3 +134,11 @@ class UnsafeArchive(BundleError):
     def __init__(self, member: str, reason: str) -> None:
         self.member = member
         super().__init__(f"refusing unsafe archive member {member!r}: {reason}")
+
+
+class ServerError(LlmcrateError):
+    """The server answered with an error: an HTTP status >= 400, or an ``{"error": ...}`` line mid-stream."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)

@@ -123,11 +123,23 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     rng = np.random.default_rng(seed)
+    # Random weights would mostly pick raw bytes that are not valid UTF-8 on their own, so
+    # the output rows of printable ASCII (and merged) tokens get a much larger norm: greedy
+    # sampling then emits readable text, and the end-of-turn token stays rare.
+    printable = np.zeros(n_vocab, dtype=bool)
+    byte_chars = _bytes_to_unicode()
+    for b in range(0x20, 0x7F):
+        printable[tokens.index(byte_chars[b])] = True
+    printable[256:n_normal] = True
     for tname, shape in shapes:
         if len(shape) == 1:
             w.write_tensor_data(np.ones(shape, dtype=np.float32))
             continue
-        w.write_tensor_data(_random(rng, shape))
+        data = _random(rng, shape)
+        if tname == "output.weight":
+            data[~printable] *= 0.01
+            data[printable] *= 10.0
+        w.write_tensor_data(data)
     w.close()
     return path
 

@@ -14,6 +14,8 @@
     ├── EngineError                    a model that cannot load or run
     ├── ServerUnavailable(host)
     ├── ServerError(status)            the server answered a request with an error
+    ├── ServerBusy                     request queue full (HTTP 503)
+    ├── AddressInUse(address)          serve: the port is taken
     ├── ConfigError(key, reason)
     └── BundleError                    bundle build / verify / install
         └── UnsafeArchive(member, reason)
@@ -142,3 +144,20 @@ class ServerError(LlmcrateError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class ServerBusy(LlmcrateError):
+    """Too many requests are waiting for a model (``OLLAMA_MAX_QUEUE``); the API answers 503."""
+
+    def __init__(self, message: str = "server busy, please try again.  maximum pending requests exceeded"
+                 ) -> None:
+        super().__init__(message)
+
+
+class AddressInUse(LlmcrateError):
+    """``llmcrate serve`` cannot bind its address because something else listens there."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"address {address} already in use",
+                         hint="is another llmcrate or ollama server running? stop it or set OLLAMA_HOST")

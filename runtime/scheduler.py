@@ -1,0 +1,336 @@
+"""Which models are loaded, for how long, and who may use them now. No HTTP here.
+
+Semantics follow Ollama's server/sched.go:
+
+- A model loads on first use and stays loaded for ``keep_alive`` after its last request
+  (the request's value, else ``OLLAMA_KEEP_ALIVE``); 0 unloads as soon as it is idle,
+  ``math.inf`` (any negative duration) never unloads.
+- At most ``OLLAMA_MAX_LOADED_MODELS`` runners are loaded; to load one more, the least
+  recently used idle runner is unloaded (or the request waits until one is idle).
+- Each runner serves ``OLLAMA_NUM_PARALLEL`` requests at once, each on its own context
+  (:class:`~runtime.engine.Engine`) over the same mapped file; further requests wait.
+- At most ``OLLAMA_MAX_QUEUE`` requests wait in all; beyond that :class:`ServerBusy`.
+- Loading happens in worker threads, so it never blocks requests to other models, and a
+  load that fails is reported to the requests waiting for it while the server stays up.
+
+All state lives on the event loop thread and is changed without awaiting in between, so
+no lock is needed; waiters park on futures and re-check when anything changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Settings
+from .engine import Engine, LoadOptions, file_size, supports_gpu_offload
+from .errors import EngineError, LlmcrateError, ServerBusy
+
+logger = logging.getLogger(__name__)
+
+#: Go's time.Now().Add(math.MaxInt64) lands about 292 years out; Ollama shows that for "forever".
+_FOREVER = dt.timedelta(days=292 * 365)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What the scheduler needs to know about a model to load it and list it in ``/api/ps``."""
+
+    name: str                  # display name, e.g. "tiny:latest"
+    digest: str                # manifest digest (the model ID)
+    load: LoadOptions
+    details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> tuple[str, LoadOptions]:
+        return (self.digest, self.load)
+
+
+@dataclass
+class Runner:
+    """One loaded model: up to ``num_parallel`` engines over the same file."""
+
+    ref: ModelRef
+    engines: list[Engine] = field(default_factory=list)
+    free: list[Engine] = field(default_factory=list)
+    loading: int = 0
+    active: int = 0
+    max_slots: int = 1
+    keep_alive: float = 300.0
+    expires_at: float | None = None       # wall clock, set while idle
+    last_used: float = field(default_factory=time.monotonic)
+    expire_when_idle: bool = False
+    error: LlmcrateError | None = None
+    timer: asyncio.TimerHandle | None = None
+    closed: bool = False
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.engines)
+
+    @property
+    def size(self) -> int:
+        return file_size(self.ref.load.model_path) + sum(e.memory_size for e in self.engines)
+
+
+@dataclass
+class Lease:
+    """The right to use one engine until :meth:`Scheduler.release`."""
+
+    runner: Runner
+    engine: Engine
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One row of ``/api/ps``."""
+
+    name: str
+    digest: str
+    size: int
+    size_vram: int
+    expires_at: dt.datetime
+    context_length: int
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "model": self.name, "size": self.size, "digest": _bare(self.digest),
+            "details": self.details, "expires_at": _iso(self.expires_at),
+            "size_vram": self.size_vram, "context_length": self.context_length,
+        }
+
+
+def _bare(digest: str) -> str:
+    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone().isoformat(timespec="microseconds")
+
+
+class Scheduler:
+    """Loads, shares and unloads engines. Use from one asyncio event loop."""
+
+    def __init__(self, settings: Settings, *,
+                 loader: Callable[[LoadOptions], Engine] = Engine.load) -> None:
+        self.settings = settings
+        self._loader = loader
+        self._runners: dict[tuple[str, LoadOptions], Runner] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pending = 0
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmcrate-load")
+
+    # -- acquiring ---------------------------------------------------------------------------
+    async def acquire(self, ref: ModelRef, *, keep_alive: float | None = None) -> Lease:
+        """Wait for a free engine of ``ref``'s model, loading it if needed.
+
+        Raises:
+            ServerBusy: ``OLLAMA_MAX_QUEUE`` requests are already waiting.
+            EngineError: the model cannot be loaded.
+        """
+        if self._pending >= self.settings.max_queue:
+            raise ServerBusy()
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        self._pending += 1
+        runner: Runner | None = None
+        try:
+            while True:
+                if self._closed:
+                    raise EngineError("server is shutting down")
+                if runner is not None and runner.error is not None and not runner.loaded:
+                    raise runner.error
+                runner = self._runner_for(ref)
+                if runner is not None:
+                    lease = self._take(runner, keep)
+                    if lease is not None:
+                        return lease
+                await self._wait()
+        finally:
+            self._pending -= 1
+
+    def _runner_for(self, ref: ModelRef) -> Runner | None:
+        runner = self._runners.get(ref.key)
+        if runner is not None:
+            return runner
+        while len(self._runners) >= self.settings.max_loaded_models:
+            victim = self._lru_idle()
+            if victim is None:
+                return None          # everything is busy: wait for a release
+            logger.info("unloading %s to make room for %s", victim.ref.name, ref.name)
+            self._unload(victim)
+        # a model asked for with other load options replaces its older runner once idle
+        for other in list(self._runners.values()):
+            if other.ref.digest == ref.digest:
+                other.expire_when_idle = True
+                if other.active == 0 and other.loading == 0:
+                    self._unload(other)
+        runner = Runner(ref=ref, max_slots=self.settings.num_parallel)
+        self._runners[ref.key] = runner
+        return runner
+
+    def _take(self, runner: Runner, keep_alive: float) -> Lease | None:
+        if runner.free:
+            engine = runner.free.pop()
+            runner.active += 1
+            runner.keep_alive = keep_alive
+            runner.expires_at = None
+            runner.last_used = time.monotonic()
+            if runner.timer is not None:
+                runner.timer.cancel()
+                runner.timer = None
+            return Lease(runner=runner, engine=engine)
+        if len(runner.engines) + runner.loading < runner.max_slots:
+            runner.loading += 1
+            asyncio.get_running_loop().create_task(self._load_engine(runner))
+        return None
+
+    async def _load_engine(self, runner: Runner) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            engine = await loop.run_in_executor(self._pool, self._loader, runner.ref.load)
+        except Exception as e:  # noqa: BLE001 - every failure must reach the waiting requests
+            err = e if isinstance(e, LlmcrateError) else EngineError(
+                f"unable to load model {runner.ref.name}: {e}")
+            logger.warning("loading %s failed: %s", runner.ref.name, err)
+            runner.loading -= 1
+            if runner.loaded:
+                runner.max_slots = len(runner.engines)   # run with the contexts we have
+            else:
+                runner.error = err
+                if self._runners.get(runner.ref.key) is runner:
+                    del self._runners[runner.ref.key]
+            self._wake()
+            return
+        runner.loading -= 1
+        if runner.closed:
+            self._pool.submit(engine.close)
+            self._wake()
+            return
+        runner.engines.append(engine)
+        runner.free.append(engine)
+        self._wake()
+
+    # -- releasing ---------------------------------------------------------------------------
+    def release(self, lease: Lease) -> None:
+        """Give the engine back (event loop thread only). Idempotent."""
+        if lease.released:
+            return
+        lease.released = True
+        runner = lease.runner
+        runner.active -= 1
+        runner.last_used = time.monotonic()
+        if runner.closed:
+            self._pool.submit(lease.engine.close)
+        else:
+            runner.free.append(lease.engine)
+        if runner.active == 0 and not runner.closed:
+            self._idle(runner)
+        self._wake()
+
+    def _idle(self, runner: Runner) -> None:
+        if runner.expire_when_idle or runner.keep_alive <= 0:
+            self._unload(runner)
+            return
+        if math.isinf(runner.keep_alive):
+            runner.expires_at = None
+            return
+        runner.expires_at = time.time() + runner.keep_alive
+        loop = asyncio.get_running_loop()
+        runner.timer = loop.call_later(runner.keep_alive, self._on_timer, runner)
+
+    def _on_timer(self, runner: Runner) -> None:
+        runner.timer = None
+        if runner.active == 0 and not runner.closed:
+            logger.info("keep_alive expired for %s", runner.ref.name)
+            self._unload(runner)
+            self._wake()
+
+    # -- unloading ---------------------------------------------------------------------------
+    def expire(self, *, digest: str) -> bool:
+        """Unload a model now, or as soon as its running requests finish (``keep_alive: 0``)."""
+        found = False
+        for runner in list(self._runners.values()):
+            if runner.ref.digest == digest:
+                found = True
+                runner.expire_when_idle = True
+                if runner.active == 0 and runner.loading == 0:
+                    self._unload(runner)
+        self._wake()
+        return found
+
+    def _unload(self, runner: Runner) -> None:
+        if runner.closed:
+            return
+        runner.closed = True
+        if runner.timer is not None:
+            runner.timer.cancel()
+            runner.timer = None
+        if self._runners.get(runner.ref.key) is runner:
+            del self._runners[runner.ref.key]
+        for engine in runner.free:
+            self._pool.submit(engine.close)
+        runner.free.clear()
+        logger.info("unloaded %s", runner.ref.name)
+
+    def _lru_idle(self) -> Runner | None:
+        idle = [r for r in self._runners.values() if r.active == 0 and r.loading == 0]
+        return min(idle, key=lambda r: r.last_used) if idle else None
+
+    # -- waiting -----------------------------------------------------------------------------
+    async def _wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def loaded(self) -> list[LoadedModel]:
+        """What ``/api/ps`` shows: loaded models, longest remaining time first."""
+        now = dt.datetime.now(dt.timezone.utc)
+        gpu = supports_gpu_offload()
+        rows = []
+        for r in self._runners.values():
+            if not r.loaded:
+                continue
+            if r.active == 0 and r.expires_at is not None:
+                expires = dt.datetime.fromtimestamp(r.expires_at, dt.timezone.utc)
+            elif math.isinf(r.keep_alive):
+                expires = now + _FOREVER
+            else:
+                expires = now + dt.timedelta(seconds=r.keep_alive)
+            size = r.size
+            vram = size if gpu and r.ref.load.n_gpu_layers != 0 else 0
+            rows.append(LoadedModel(name=r.ref.name, digest=r.ref.digest, size=size, size_vram=vram,
+                                    expires_at=expires, context_length=r.ref.load.n_ctx,
+                                    details=r.ref.details))
+        rows.sort(key=lambda m: m.expires_at, reverse=True)
+        return rows
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def shutdown(self) -> None:
+        """Unload everything; engines still generating close when released."""
+        self._closed = True
+        for runner in list(self._runners.values()):
+            self._unload(runner)
+        self._wake()
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,152 @@
+"""Engine and scheduler against the real tiny GGUF through real llama-cpp-python."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from runtime.config import Settings
+from runtime.engine import Engine, LoadOptions, SamplingOptions, StopMatcher
+from runtime.errors import EngineError, ServerBusy
+from runtime.scheduler import ModelRef, Scheduler
+
+PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_gguf: Path) -> Engine:
+    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=256))
+    yield e
+    e.close()
+
+
+def _run(engine: Engine, **opts) -> tuple[str, object]:
+    chunks = list(engine.generate(PROMPT, SamplingOptions(**opts)))
+    return "".join(c.text for c in chunks), chunks[-1]
+
+
+def test_same_seed_same_text_and_counters(engine: Engine) -> None:
+    a, last = _run(engine, seed=11, num_predict=24, temperature=0.9)
+    b, _ = _run(engine, seed=11, num_predict=24, temperature=0.9)
+    c, _ = _run(engine, seed=12, num_predict=24, temperature=0.9)
+    assert a == b and a != c
+    assert last.done and last.done_reason == "length"
+    assert last.eval_count == 24
+    assert last.prompt_eval_count == len(engine.tokenize(PROMPT))
+    assert last.prompt_eval_duration > 0 and last.eval_duration > 0
+    assert last.context[: last.prompt_eval_count] == engine.tokenize(PROMPT)
+
+
+def test_stop_string_cuts_output(engine: Engine) -> None:
+    full, _ = _run(engine, seed=3, num_predict=30, temperature=0)
+    stop = full[6:9]
+    cut, last = _run(engine, seed=3, num_predict=30, temperature=0, stop=(stop,))
+    assert cut == full[: full.index(stop)]
+    assert last.done_reason == "stop"
+
+
+def test_stop_matcher_holds_back_partial_match() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("abcE") == ("abc", False)
+    assert m.feed("N") == ("", False)
+    assert m.feed("x") == ("ENx", False)
+    assert m.feed("yyEND tail") == ("yy", True)
+
+
+def test_cancel_stops_between_tokens(engine: Engine) -> None:
+    cancel = threading.Event()
+    seen = 0
+    for chunk in engine.generate(PROMPT, SamplingOptions(num_predict=-1, temperature=0.8), cancel=cancel):
+        seen += 1
+        if seen == 3:
+            cancel.set()
+        if chunk.done:
+            assert chunk.done_reason == "cancel"
+    assert seen <= 5
+
+
+def test_json_grammar_constrains_output(engine: Engine) -> None:
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    text = "".join(c.text for c in engine.generate(PROMPT, SamplingOptions(num_predict=12, seed=1),
+                                                   grammar=JSON_GBNF))
+    assert text.lstrip().startswith(("{", "["))
+
+
+def test_embeddings_are_normalised(tiny_gguf: Path) -> None:
+    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=128, embedding=True))
+    try:
+        vecs, count = e.embed(["hello world", "hi"])
+    finally:
+        e.close()
+    assert len(vecs) == 2 and len(vecs[0]) == 64 and count > 2
+    assert abs(sum(v * v for v in vecs[0]) - 1.0) < 1e-5
+    assert vecs[0] != vecs[1]
+
+
+def test_corrupt_file_is_engine_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(EngineError, match="unable to load model"):
+        Engine.load(LoadOptions(model_path=bad))
+
+
+def _ref(path: Path, name: str, digest: str) -> ModelRef:
+    return ModelRef(name=name, digest=digest, load=LoadOptions(model_path=path, n_ctx=128))
+
+
+def test_scheduler_parallel_queue_keepalive_and_lru(tiny_gguf: Path, tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path, num_parallel=2, max_queue=2, max_loaded_models=1,
+                        keep_alive=300.0)
+
+    async def scenario() -> None:
+        sched = Scheduler(settings)
+        a = _ref(tiny_gguf, "a:latest", "sha256:aa")
+        l1 = await sched.acquire(a)
+        l2 = await sched.acquire(a)
+        assert l1.engine is not l2.engine          # two contexts for NUM_PARALLEL=2
+        w1 = asyncio.create_task(sched.acquire(a))
+        w2 = asyncio.create_task(sched.acquire(a))
+        await asyncio.sleep(0.05)
+        assert sched.pending == 2
+        with pytest.raises(ServerBusy):
+            await sched.acquire(a)
+        sched.release(l1)
+        l3 = await asyncio.wait_for(w1, 5)
+        sched.release(l2)
+        l4 = await asyncio.wait_for(w2, 5)
+        sched.release(l3)
+        sched.release(l4)
+        [row] = sched.loaded()
+        assert row.name == "a:latest" and row.size > 0
+        # loading b evicts idle a (MAX_LOADED_MODELS=1)
+        b = _ref(tiny_gguf, "b:latest", "sha256:bb")
+        lb = await sched.acquire(b, keep_alive=0.2)
+        assert [r.name for r in sched.loaded()] == ["b:latest"]
+        sched.release(lb)
+        await asyncio.sleep(0.5)
+        assert sched.loaded() == []                # keep_alive expired
+        lb = await sched.acquire(b, keep_alive=0)
+        sched.release(lb)
+        assert sched.loaded() == []                # keep_alive 0 unloads at once
+        await sched.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_scheduler_load_failure_reaches_waiters(tmp_path: Path, tiny_gguf: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    settings = Settings(models_dir=tmp_path)
+
+    async def scenario() -> None:
+        sched = Scheduler(settings)
+        with pytest.raises(EngineError):
+            await sched.acquire(_ref(bad, "bad:latest", "sha256:cc"))
+        lease = await sched.acquire(_ref(tiny_gguf, "ok:latest", "sha256:dd"))
+        sched.release(lease)
+        await sched.shutdown()
+
+    asyncio.run(scenario())

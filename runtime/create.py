@@ -1,0 +1,261 @@
+"""Turn a Modelfile (or an ``/api/create`` request) into layers and a manifest, as Ollama does.
+
+FROM is a GGUF file (relative to the Modelfile's folder) or a model already in the store. The
+model layers come first; TEMPLATE and SYSTEM replace the parent's layer of that type, LICENSE
+replaces all licenses, PARAMETER values are merged over the parent's (request keys win; one
+params blob as Go's ``json.Encoder`` writes it: sorted keys, trailing newline), MESSAGE replaces
+the messages layer. The config blob records format, family, parameter size and quantization read
+from the GGUF header.
+
+Crash safety: blobs are written (atomically) before the manifest; the manifest is written last by
+:meth:`Store.write_manifest`, which refuses to name a missing blob. A ``kill -9`` during the copy
+of a large GGUF leaves at most a temp file that :meth:`Store.gc` removes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import GGUFError, LlmcrateError, ModelfileError, ModelNotFound, StoreError
+from .gguf_info import GGUFInfo, read_gguf_info
+from .gojson import go_json
+from .modelfile import Modelfile
+from .names import ModelName, parse_name
+from .store import (MEDIA_ADAPTER, MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL,
+                    MEDIA_PARAMS, MEDIA_PROJECTOR, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer, Manifest,
+                    Store)
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CreateRequest:
+    """What a model is made of: the library form of Ollama's ``/api/create`` body.
+
+    Exactly one of ``from_model`` (a model in the store) and ``files`` (file name -> digest of a
+    GGUF blob already in the store) is given.
+    """
+
+    from_model: str | None = None
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    licenses: list[str] | None = None
+    messages: list[dict[str, Any]] | None = None
+    requires: str | None = None
+
+
+def _progress(cb: Progress | None, status: str) -> None:
+    if cb is not None:
+        cb(status)
+
+
+def _config_for(info: GGUFInfo | None, base: dict[str, Any] | None, *, requires: str | None,
+                layers: list[Layer]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "model_format": "gguf", "model_family": "", "model_families": None,
+        "model_type": "", "file_type": "",
+    }
+    if base:
+        for k in ("model_format", "model_family", "model_families", "model_type", "file_type",
+                  "requires"):
+            if base.get(k):
+                cfg[k] = base[k]
+    if info is not None:
+        cfg["model_family"] = cfg["model_family"] or info.architecture
+        cfg["model_type"] = cfg["model_type"] or info.parameter_size
+        cfg["file_type"] = cfg["file_type"] or info.file_type
+        fams = list(cfg["model_families"] or [])
+        if info.architecture not in fams:
+            fams.append(info.architecture)
+        cfg["model_families"] = fams
+    if requires:
+        cfg["requires"] = requires
+    cfg["architecture"] = "amd64"
+    cfg["os"] = "linux"
+    cfg["rootfs"] = {"type": "layers", "diff_ids": [x.digest for x in layers]}
+    return cfg
+
+
+def _text_layer(store: Store, text: str, media: str) -> Layer:
+    blob = store.add_blob_bytes(text.encode("utf-8"))
+    return Layer(media_type=media, digest=blob.digest, size=blob.size)
+
+
+def _json_layer(store: Store, value: Any, media: str) -> Layer:
+    blob = store.add_blob_bytes(go_json(value, newline=True))
+    return Layer(media_type=media, digest=blob.digest, size=blob.size)
+
+
+def _read_params(store: Store, layers: list[Layer]) -> dict[str, Any]:
+    import json
+
+    for layer in layers:
+        if layer.media_type == MEDIA_PARAMS:
+            try:
+                value = json.loads(store.read_blob(layer.digest))
+            except ValueError as e:
+                raise StoreError(f"corrupt params layer {layer.digest}: {e}") from e
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def _gguf_layer(store: Store, digest: str, source: str, progress: Progress | None,
+                *, media: str | None = None) -> tuple[Layer, GGUFInfo]:
+    _progress(progress, "parsing GGUF")
+    path = store.blob_path(digest)
+    if not path.is_file():
+        raise StoreError(f'blob {digest} for "{source}" is not in the store; upload it first')
+    info = read_gguf_info(path)
+    if media is None:
+        media = MEDIA_MODEL
+        if info.kv.get("general.type") in ("projector", "mmproj") or info.architecture == "clip":
+            media = MEDIA_PROJECTOR
+    return Layer(media_type=media, digest=digest, size=path.stat().st_size, from_=source), info
+
+
+def create_from_request(store: Store, name: str | ModelName, req: CreateRequest, *,
+                        progress: Progress | None = None) -> Manifest:
+    """Build a model's layers from ``req`` and write its manifest (last)."""
+    import json
+
+    target = name if isinstance(name, ModelName) else parse_name(name)
+    layers: list[Layer] = []
+    info: GGUFInfo | None = None
+    base_config: dict[str, Any] | None = None
+    if req.from_model:
+        base = store.resolve(req.from_model)
+        try:
+            base_config = json.loads(store.read_blob(base.config.digest))
+        except (ValueError, StoreError):
+            base_config = None
+        for layer in base.layers:
+            _progress(progress, f"using existing layer {layer.digest}")
+            layers.append(layer)
+        if not any(x.media_type == MEDIA_MODEL for x in layers):
+            raise StoreError(f'model "{req.from_model}" has no model layer')
+    elif req.files:
+        for fname in sorted(req.files):
+            layer, li = _gguf_layer(store, req.files[fname], fname, progress)
+            if layer.media_type == MEDIA_MODEL and info is None:
+                info = li
+            layers.append(layer)
+        if info is None:
+            raise LlmcrateError("no model layer among the files (only projectors?)")
+    else:
+        raise LlmcrateError("neither 'from' or 'files' was specified")
+
+    for fname, digest in sorted((req.adapters or {}).items()):
+        layer, _ = _gguf_layer(store, digest, fname, progress, media=MEDIA_ADAPTER)
+        layers.append(layer)
+
+    if info is None and base_config is None:
+        model = next(x for x in layers if x.media_type == MEDIA_MODEL)
+        try:
+            info = read_gguf_info(store.blob_path(model.digest))
+        except GGUFError:
+            info = None
+
+    inherited = {x.digest for x in layers}
+
+    def replace(media: str, new: list[Layer]) -> None:
+        nonlocal layers
+        layers = [x for x in layers if x.media_type != media] + new
+
+    if req.template is not None and req.template != "":
+        replace(MEDIA_TEMPLATE, [_text_layer(store, req.template, MEDIA_TEMPLATE)])
+    if req.system is not None and req.system != "":
+        replace(MEDIA_SYSTEM, [_text_layer(store, req.system, MEDIA_SYSTEM)])
+    if req.licenses:
+        replace(MEDIA_LICENSE, [_text_layer(store, x, MEDIA_LICENSE) for x in req.licenses])
+    params = dict(req.parameters or {})
+    for k, v in _read_params(store, layers).items():
+        params.setdefault(k, v)
+    if params:
+        replace(MEDIA_PARAMS, [_json_layer(store, params, MEDIA_PARAMS)])
+    if req.messages:
+        replace(MEDIA_MESSAGES, [_json_layer(store, req.messages, MEDIA_MESSAGES)])
+
+    for layer in layers:
+        if layer.digest not in inherited:
+            _progress(progress, f"creating new layer {layer.digest}")
+    config = _config_for(info, base_config, requires=req.requires, layers=layers)
+    cblob = store.add_blob_bytes(go_json(config, sort_keys=False, newline=True))
+    config_layer = Layer(media_type=MEDIA_CONFIG, digest=cblob.digest, size=cblob.size)
+    manifest = Manifest.build(config=config_layer, layers=layers)
+    _progress(progress, "writing manifest")
+    store.write_manifest(target, manifest.raw)
+    _progress(progress, "success")
+    return manifest
+
+
+def resolve_from(modelfile: Modelfile, base_dir: Path) -> Path | None:
+    """The GGUF path FROM names, or None when FROM names a model. Paths are relative to
+    ``base_dir``; ``~`` is expanded. Anything that exists on disk is a file reference."""
+    raw = (modelfile.from_ or "").strip()
+    if not raw:
+        raise ModelfileError("no FROM line")
+    p = Path(os.path.expanduser(raw))
+    if not p.is_absolute():
+        p = base_dir / p
+    if p.exists():
+        return p
+    looks_like_path = raw.startswith(("/", "./", "../", "~")) or raw.lower().endswith(".gguf")
+    if looks_like_path:
+        line = next((i.line for i in modelfile.instructions if i.command == "from"), None)
+        raise ModelfileError(f"FROM {raw}: file does not exist ({p})", line=line)
+    return None
+
+
+def _blob_from_file(store: Store, path: Path, progress: Progress | None) -> str:
+    from .gguf_info import check_magic
+
+    check_magic(path)
+    _progress(progress, f"copying file {path.name}")
+    read_gguf_info(path)  # reject truncated or malformed files before copying gigabytes
+    return store.add_blob_file(path).digest
+
+
+def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, base_dir: Path,
+                 progress: Progress | None = None) -> Manifest:
+    """``llmcrate create NAME -f Modelfile`` on the local store.
+
+    Args:
+        store: the store to write into.
+        name: the new model's name.
+        modelfile: the parsed Modelfile.
+        base_dir: the Modelfile's folder (relative FROM/ADAPTER paths resolve against it).
+        progress: called with Ollama-style status lines.
+    """
+    target = name if isinstance(name, ModelName) else parse_name(name)
+    _progress(progress, "gathering model components")
+    src = resolve_from(modelfile, base_dir)
+    req = CreateRequest(template=modelfile.template, system=modelfile.system,
+                        parameters=dict(modelfile.parameters or {}),
+                        licenses=list(modelfile.licenses) or None,
+                        messages=list(modelfile.messages) or None,
+                        requires=modelfile.requires)
+    if src is not None:
+        req.files = {src.name: _blob_from_file(store, src, progress)}
+    else:
+        try:
+            store.resolve(modelfile.from_ or "")
+        except ModelNotFound:
+            raise ModelNotFound(modelfile.from_ or "") from None
+        req.from_model = modelfile.from_
+    if modelfile.adapters:
+        req.adapters = {}
+        for a in modelfile.adapters:
+            p = Path(os.path.expanduser(a))
+            p = p if p.is_absolute() else base_dir / p
+            if not p.is_file():
+                raise ModelfileError(f"ADAPTER {a}: file does not exist ({p})")
+            req.adapters[p.name] = _blob_from_file(store, p, progress)
+    return create_from_request(store, target, req, progress=progress)

@@ -1,0 +1,66 @@
+"""Human-readable sizes and times, worded exactly like Ollama's ``format`` package."""
+from __future__ import annotations
+
+import math
+import time
+
+
+def human_bytes(b: int) -> str:
+    """``4.7 GB``, ``397 MB``, ``440 KB``, ``12 B`` (decimal units, as ``ollama list``)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= size:
+            value = b / size
+            break
+    else:
+        return f"{b} B"
+    if value >= 10 or value == math.trunc(value):
+        return f"{int(value)} {unit}"
+    return f"{value:.1f} {unit}"
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds // 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(round(seconds / 3600))
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600 / 24 / 365)} years"
+
+
+def human_time(ts: float | None, zero: str = "Never", *, now: float | None = None) -> str:
+    """``2 days ago`` / ``4 minutes from now``; ``zero`` for a missing time."""
+    if ts is None or ts <= 0:
+        return zero
+    now = time.time() if now is None else now
+    if ts > now:
+        return human_duration(ts - now) + " from now"
+    return human_duration(now - ts) + " ago"
+
+
+def table(rows: list[list[str]], *, header: list[str]) -> str:
+    """Columns padded like Ollama's tables (three spaces between columns, no borders)."""
+    allrows = [header, *rows]
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(header))]
+    lines = []
+    for r in allrows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("    ".join(cells).rstrip())
+    return "\n".join(lines)

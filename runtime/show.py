@@ -1,0 +1,107 @@
+"""What ``/api/show``, ``/api/tags`` and ``llmcrate show/list`` report about models."""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from .errors import GGUFError
+from .gguf_info import read_gguf_info
+from .model import ModelInfo, details_of, load_model_info
+from .modelfile import render_modelfile
+from .names import ModelName
+from .store import Manifest, Store
+
+
+def rfc3339(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat()
+
+
+def _go_value(v: Any) -> str:
+    """Go's ``%#v`` for the JSON scalar types a params blob holds."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        out = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{out}"'
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def parameters_text(params: dict[str, Any]) -> str:
+    """The ``parameters`` string of ``/api/show``: one ``name value`` line per value."""
+    lines = []
+    for k in sorted(params):
+        v = params[k]
+        for item in (v if isinstance(v, list) else [v]):
+            lines.append(f"{k:<30} {_go_value(item)}")
+    return "\n".join(lines)
+
+
+def capabilities(info: ModelInfo, kv: dict[str, Any] | None) -> list[str]:
+    caps: list[str] = []
+    arch = (kv or {}).get("general.architecture", "")
+    is_embedding = bool(kv) and f"{arch}.pooling_type" in kv and not info.template
+    caps.append("embedding" if is_embedding else "completion")
+    tmpl = info.template or ""
+    if ".Tools" in tmpl:
+        caps.append("tools")
+    if ".Suffix" in tmpl:
+        caps.append("insert")
+    if info.projectors:
+        caps.append("vision")
+    if ".Think" in tmpl:
+        caps.append("thinking")
+    return caps
+
+
+def modelfile_text(info: ModelInfo) -> str:
+    return render_modelfile(name=info.name.display, from_=str(info.model_path),
+                            template=info.template, system=info.system,
+                            parameters=info.params, adapters=[str(a) for a in info.adapters],
+                            licenses=info.licenses, messages=info.messages)
+
+
+def show_model(store: Store, name: str | ModelName, *, verbose: bool = False) -> dict[str, Any]:
+    """Exactly the body ``/api/show`` answers with."""
+    info = load_model_info(store, name)
+    try:
+        gi = read_gguf_info(info.model_path)
+        model_info: dict[str, Any] | None = gi.model_info(verbose=verbose)
+        kv: dict[str, Any] | None = gi.kv
+    except GGUFError:
+        model_info, kv = None, None
+    out: dict[str, Any] = {
+        "license": "\n".join(info.licenses) if info.licenses else None,
+        "modelfile": modelfile_text(info),
+        "parameters": parameters_text(info.params) or None,
+        "template": info.template,
+        "system": info.system,
+        "details": info.details,
+        "messages": info.messages or None,
+        "model_info": model_info,
+        "capabilities": capabilities(info, kv),
+        "modified_at": rfc3339(info.modified_at),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def tags_item(name: ModelName, manifest: Manifest, details: dict[str, Any], modified: float,
+              size: int) -> dict[str, Any]:
+    return {"name": name.display, "model": name.display, "modified_at": rfc3339(modified),
+            "size": size, "digest": manifest.digest.split(":", 1)[1], "details": details}
+
+
+def list_models_json(store: Store) -> list[dict[str, Any]]:
+    """The ``models`` array of ``/api/tags``, newest first."""
+    import json
+
+    out = []
+    for e in store.list_models():
+        try:
+            cfg = json.loads(store.read_blob(e.manifest.config.digest))
+        except Exception:  # a missing or corrupt config still lists the model
+            cfg = {}
+        out.append(tags_item(e.name, e.manifest, details_of(cfg if isinstance(cfg, dict) else {}),
+                             e.modified, e.size))
+    return out

@@ -1,0 +1,517 @@
+"""The model store, byte-compatible with Ollama's ``models/`` folder.
+
+Layout (DESIGN.md, contract)::
+
+    <root>/manifests/<host>/<namespace>/<model>/<tag>   manifest bytes exactly as served / written
+    <root>/blobs/sha256-<hex>                            layers and config blobs
+
+Old Ollama stores named blobs ``sha256:<hex>``; those are read as they are. A model's ID is the
+sha256 of its manifest bytes. Every write is atomic (unique temp file in the target directory,
+fsync, rename); blobs are written before the manifest that names them, and a blob is deleted only
+when no manifest references it any more.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+from .errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
+from .names import ModelName, parse_name
+
+logger = logging.getLogger(__name__)
+
+MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
+MEDIA_MODEL = "application/vnd.ollama.image.model"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
+MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
+MEDIA_SYSTEM = "application/vnd.ollama.image.system"
+MEDIA_PARAMS = "application/vnd.ollama.image.params"
+MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+MEDIA_LICENSE = "application/vnd.ollama.image.license"
+
+CHUNK = 8 << 20
+#: partial downloads / temp files untouched for this long are garbage
+STALE_PARTIAL_SECONDS = 24 * 3600
+#: keep this much free beyond what a write needs
+SPACE_MARGIN = 64 << 20
+_TMP_PREFIX = ".tmp-"
+
+
+def check_digest(digest: str) -> str:
+    """Return the 64-hex part of ``sha256:<hex>`` / ``sha256-<hex>``; StoreError otherwise."""
+    d = digest.strip()
+    for sep in (":", "-"):
+        if d.startswith("sha256" + sep):
+            hexpart = d[7:]
+            if len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart):
+                return hexpart
+    raise StoreError(f'invalid digest "{digest}" (expected sha256:<64 hex digits>)')
+
+
+def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            if progress:
+                progress(n)
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Layer:
+    media_type: str
+    digest: str
+    size: int
+    from_: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.from_:
+            d["from"] = self.from_
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> Layer:
+        if not isinstance(d, dict):
+            raise StoreError("layer is not an object")
+        try:
+            media, digest, size = d["mediaType"], d["digest"], d["size"]
+        except KeyError as e:
+            raise StoreError(f"layer lacks {e.args[0]!r}") from None
+        if not isinstance(media, str) or not isinstance(size, int) or isinstance(size, bool):
+            raise StoreError("layer has a bad mediaType or size")
+        check_digest(str(digest))
+        return cls(media_type=media, digest=digest, size=size, from_=d.get("from") or None)
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    media_type: str
+    config: Layer
+    layers: list[Layer]
+    raw: bytes
+    digest: str
+
+    @classmethod
+    def parse(cls, raw: bytes, *, name: str = "") -> Manifest:
+        where = f" of {name}" if name else ""
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreError(f"corrupt manifest{where}: {e}") from e
+        if not isinstance(doc, dict):
+            raise StoreError(f"corrupt manifest{where}: not a JSON object")
+        try:
+            config = Layer.from_json(doc.get("config"))
+            layers = [Layer.from_json(x) for x in doc.get("layers") or []]
+        except StoreError as e:
+            raise StoreError(f"corrupt manifest{where}: {e}") from e
+        return cls(schema_version=int(doc.get("schemaVersion", 2)),
+                   media_type=str(doc.get("mediaType", MEDIA_MANIFEST)),
+                   config=config, layers=layers, raw=bytes(raw),
+                   digest="sha256:" + hashlib.sha256(raw).hexdigest())
+
+    @classmethod
+    def build(cls, *, config: Layer, layers: list[Layer]) -> Manifest:
+        """A new manifest serialised the way Ollama writes one (compact JSON, Go field order)."""
+        doc = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST, "config": config.to_json(),
+               "layers": [x.to_json() for x in layers]}
+        raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls.parse(raw)
+
+    def layers_of(self, media_type: str) -> list[Layer]:
+        return [x for x in self.layers if x.media_type == media_type]
+
+    def all_blobs(self) -> list[Layer]:
+        return [self.config, *self.layers]
+
+    @property
+    def size(self) -> int:
+        return sum(x.size for x in self.all_blobs())
+
+    @property
+    def short_id(self) -> str:
+        return check_digest(self.digest)[:12]
+
+
+@dataclass
+class ModelEntry:
+    name: ModelName
+    manifest: Manifest
+    size: int
+    modified: float
+    path: Path = field(repr=False, default=Path())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a unique temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class Store:
+    """An Ollama-layout model store rooted at ``root`` (``Settings.models_dir``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.blobs_dir = self.root / "blobs"
+        self.manifests_dir = self.root / "manifests"
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ---- blobs -----------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        hexpart = check_digest(digest)
+        p = self.blobs_dir / f"sha256-{hexpart}"
+        if not p.exists():
+            old = self.blobs_dir / f"sha256:{hexpart}"
+            if old.exists():
+                return old
+        return p
+
+    def has_blob(self, digest: str, *, verify: bool = False) -> bool:
+        p = self.blob_path(digest)
+        if not p.is_file():
+            return False
+        if verify and sha256_file(p) != "sha256:" + check_digest(digest):
+            logger.warning("blob %s is corrupt; removing it", p.name)
+            p.unlink(missing_ok=True)
+            return False
+        return True
+
+    def partial_path(self, digest: str) -> Path:
+        return self.blobs_dir / f"sha256-{check_digest(digest)}-partial"
+
+    def check_space(self, needed: int, *, where: Path | None = None) -> None:
+        """Raise InsufficientSpace unless ``needed`` bytes (plus a margin) fit in the store."""
+        target = where or self.root
+        probe = target
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if needed + SPACE_MARGIN > free:
+            raise InsufficientSpace(str(target), needed + SPACE_MARGIN, free)
+
+    def _new_temp(self) -> tuple[int, Path]:
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.blobs_dir)
+        return fd, Path(tmp)
+
+    def _install_blob(self, tmp: Path, digest: str) -> Path:
+        final = self.blobs_dir / f"sha256-{check_digest(digest)}"
+        if final.exists() or self.blob_path(digest).exists():
+            tmp.unlink(missing_ok=True)  # identical content already stored
+            return self.blob_path(digest)
+        os.replace(tmp, final)
+        _fsync_dir(self.blobs_dir)
+        return final
+
+    def commit_blob(self, tmp: Path, digest: str, *, verify: bool = True) -> Path:
+        """Move a finished file (same filesystem) into place, checking its sha256 first."""
+        check_digest(digest)
+        if verify:
+            actual = sha256_file(tmp)
+            if actual != "sha256:" + check_digest(digest):
+                tmp.unlink(missing_ok=True)
+                raise DigestMismatch("sha256:" + check_digest(digest), actual)
+        with self._lock:
+            return self._install_blob(Path(tmp), digest)
+
+    def add_blob_bytes(self, data: bytes) -> Layer:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest):
+            self.check_space(len(data))
+            fd, tmp = self._new_temp()
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._install_blob(tmp, digest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return Layer(media_type="", digest=digest, size=len(data))
+
+    def add_blob_stream(self, chunks: Iterable[bytes], *, expected: str | None = None,
+                        size_hint: int | None = None) -> Layer:
+        """Stream bytes into a blob, hashing on the way; DigestMismatch if ``expected`` differs."""
+        if size_hint:
+            self.check_space(size_hint)
+        fd, tmp = self._new_temp()
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    h.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = "sha256:" + h.hexdigest()
+            if expected is not None and digest != "sha256:" + check_digest(expected):
+                raise DigestMismatch(expected, digest)
+            self._install_blob(tmp, digest)
+            return Layer(media_type="", digest=digest, size=size)
+        except OSError as e:
+            raise _disk_error(e, self.blobs_dir) from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def add_blob_file(self, src: Path, *, progress: Callable[[int], None] | None = None) -> Layer:
+        """Copy ``src`` into the store and hash it in one pass over the data.
+
+        The copy runs in the kernel (``copy_file_range``/``sendfile``) while this thread hashes
+        the same bytes from the page cache, so the whole costs about one ``cp``. Memory stays
+        flat (one 8 MiB buffer) whatever the file size.
+        """
+        src = Path(src)
+        try:
+            st = src.stat()
+        except OSError as e:
+            raise StoreError(f"cannot read {src}: {e.strerror}") from e
+        self.check_space(st.st_size)
+        fd, tmp = self._new_temp()
+        os.close(fd)
+        copy_error: list[BaseException] = []
+
+        def _copy() -> None:
+            try:
+                shutil.copyfile(src, tmp)
+            except BaseException as e:  # reported by the caller
+                copy_error.append(e)
+
+        try:
+            worker = threading.Thread(target=_copy, name="blob-copy", daemon=True)
+            worker.start()
+            try:
+                digest = sha256_file(src, progress=progress)
+            finally:
+                worker.join()
+            if copy_error:
+                raise copy_error[0]
+            st2 = src.stat()
+            if (st2.st_size, st2.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                raise StoreError(f"{src} changed while it was being copied")
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            with self._lock:
+                self._install_blob(tmp, digest)
+            return Layer(media_type="", digest=digest, size=st.st_size)
+        except OSError as e:
+            raise _disk_error(e, self.blobs_dir) from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_blob(self, digest: str) -> bytes:
+        p = self.blob_path(digest)
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store ({p})") from None
+
+    # ---- manifests -------------------------------------------------------------------------
+    def manifest_path(self, name: str | ModelName) -> Path:
+        n = _name(name)
+        return self.root / n.manifest_relpath()
+
+    def _find_manifest(self, n: ModelName) -> Path | None:
+        p = self.root / n.manifest_relpath()
+        if p.is_file():
+            return p
+        # Names compare case-insensitively (Ollama); the store may hold another spelling.
+        key = n.key()
+        for entry_name, path in self._walk_manifests():
+            if entry_name.key() == key:
+                return path
+        return None
+
+    def resolve(self, name: str | ModelName) -> Manifest:
+        n = _name(name)
+        p = self._find_manifest(n)
+        if p is None:
+            raise ModelNotFound(n.display)
+        return Manifest.parse(p.read_bytes(), name=n.display)
+
+    def exists(self, name: str | ModelName) -> bool:
+        return self._find_manifest(_name(name)) is not None
+
+    def write_manifest(self, name: str | ModelName, raw: bytes) -> Manifest:
+        """Atomically write a manifest after checking that every blob it names is stored."""
+        n = _name(name)
+        m = Manifest.parse(raw, name=n.display)
+        missing = [x.digest for x in m.all_blobs() if not self.blob_path(x.digest).is_file()]
+        if missing:
+            raise StoreError(f"refusing to write manifest for {n.display}: missing blob(s) "
+                             + ", ".join(missing))
+        with self._lock:
+            existing = self._find_manifest(n)
+            target = self.root / n.manifest_relpath()
+            if existing is not None and existing != target:
+                existing.unlink()  # another case spelling of the same name: replace it
+                self._prune_dirs(existing.parent)
+            atomic_write_bytes(target, raw)
+        return m
+
+    def _walk_manifests(self) -> Iterator[tuple[ModelName, Path]]:
+        base = self.manifests_dir
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(base).parts
+            if len(rel) != 3:
+                continue
+            for tag in files:
+                if tag.startswith(_TMP_PREFIX):
+                    continue
+                host, ns, model = rel
+                try:
+                    yield parse_name(f"{host}/{ns}/{model}:{tag}"), Path(dirpath) / tag
+                except Exception:  # a stray file that is no model name
+                    logger.debug("skipping %s/%s/%s/%s", host, ns, model, tag)
+
+    def list_models(self) -> list[ModelEntry]:
+        """Every model in the store, newest first. Corrupt manifests are logged and skipped."""
+        out: list[ModelEntry] = []
+        for n, path in self._walk_manifests():
+            try:
+                m = Manifest.parse(path.read_bytes(), name=n.display)
+            except StoreError as e:
+                logger.warning("%s", e)
+                continue
+            out.append(ModelEntry(name=n, manifest=m, size=m.size,
+                                  modified=path.stat().st_mtime, path=path))
+        out.sort(key=lambda e: e.modified, reverse=True)
+        return out
+
+    def copy(self, src: str | ModelName, dst: str | ModelName) -> Manifest:
+        m = self.resolve(src)
+        return self.write_manifest(dst, m.raw)
+
+    def delete(self, name: str | ModelName, *, prune: bool = True) -> Manifest:
+        """Remove a model's manifest, then the blobs no other manifest uses."""
+        n = _name(name)
+        with self._lock:
+            p = self._find_manifest(n)
+            if p is None:
+                raise ModelNotFound(n.display)
+            try:
+                m = Manifest.parse(p.read_bytes(), name=n.display)
+            except StoreError:
+                m = None  # a corrupt manifest can still be removed
+            p.unlink()
+            self._prune_dirs(p.parent)
+            if prune and m is not None:
+                used = self.referenced_digests()
+                for layer in m.all_blobs():
+                    if layer.digest not in used:
+                        self.blob_path(layer.digest).unlink(missing_ok=True)
+        return m  # type: ignore[return-value]
+
+    def _prune_dirs(self, d: Path) -> None:
+        while d != self.manifests_dir and d.is_relative_to(self.manifests_dir):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+            d = d.parent
+
+    def referenced_digests(self) -> set[str]:
+        used: set[str] = set()
+        for n, path in self._walk_manifests():
+            try:
+                m = Manifest.parse(path.read_bytes(), name=n.display)
+            except StoreError:
+                # Unknown references: keep every blob the raw text mentions.
+                text = path.read_bytes().decode("utf-8", "replace")
+                for i in range(len(text)):
+                    if text.startswith("sha256:", i) and len(text) >= i + 71:
+                        used.add(text[i:i + 71])
+                continue
+            used.update(x.digest for x in m.all_blobs())
+        return used
+
+    def gc(self, *, stale_after: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+        """Remove unreferenced blobs and stale temp/partial files; return what was removed."""
+        removed: list[Path] = []
+        if not self.blobs_dir.is_dir():
+            return removed
+        now = time.time()
+        with self._lock:
+            used = {check_digest(d) for d in self.referenced_digests()}
+            for p in self.blobs_dir.iterdir():
+                name = p.name
+                if name.startswith(_TMP_PREFIX) or "-partial" in name:
+                    try:
+                        if now - p.stat().st_mtime > stale_after:
+                            p.unlink()
+                            removed.append(p)
+                    except FileNotFoundError:
+                        pass
+                    continue
+                if name.startswith(("sha256-", "sha256:")) and len(name) == 71:
+                    if name[7:] not in used:
+                        p.unlink(missing_ok=True)
+                        removed.append(p)
+        return removed
+
+
+def _name(name: str | ModelName) -> ModelName:
+    return name if isinstance(name, ModelName) else parse_name(name)
+
+
+def _disk_error(e: OSError, where: Path) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(str(where), 0, shutil.disk_usage(where).free)
+    return StoreError(f"cannot write to {where}: {e.strerror or e}")
+
+
+def open_blob(store: Store, digest: str) -> BinaryIO:
+    return open(store.blob_path(digest), "rb")

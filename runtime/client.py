@@ -224,6 +224,43 @@ class Client:
                     dict(value) if isinstance(value, Mapping) else [m for m in value])
         return self._stream("/api/create", body, model=from_)
 
+    def create_from_modelfile(self, name: str, modelfile: Any, *, base_dir: Path) -> Iterator[str]:
+        """``llmcrate create`` through the server: upload the FROM/ADAPTER files as blobs (when the
+        server lacks them), then ``/api/create``; yields Ollama-style status lines.
+
+        Args:
+            name: the new model's name.
+            modelfile: a parsed :class:`runtime.modelfile.Modelfile`.
+            base_dir: the Modelfile's folder; relative FROM/ADAPTER paths resolve against it.
+        """
+        import os
+
+        from .create import resolve_from
+        from .errors import ModelfileError
+
+        yield "gathering model components"
+        src = resolve_from(modelfile, base_dir)
+        files: dict[str, str] | None = None
+        if src is not None:
+            yield f"copying file {src.name}"
+            files = {src.name: self.create_blob(src)}
+        adapters: dict[str, str] | None = None
+        for a in modelfile.adapters or []:
+            p = Path(os.path.expanduser(a))
+            p = p if p.is_absolute() else base_dir / p
+            if not p.is_file():
+                raise ModelfileError(f"ADAPTER {a}: file does not exist ({p})")
+            adapters = adapters or {}
+            adapters[p.name] = self.create_blob(p)
+        licenses = list(modelfile.licenses or [])
+        for obj in self.create(name, from_=None if files else modelfile.from_, files=files,
+                               adapters=adapters, template=modelfile.template, system=modelfile.system,
+                               parameters=dict(modelfile.parameters or {}) or None,
+                               messages=list(modelfile.messages or []) or None,
+                               license=licenses or None):
+            if obj.get("status"):
+                yield str(obj["status"])
+
     def pull(self, name: str, *, insecure: bool = False, stream: bool = True) -> Iterator[Json]:
         """``/api/pull``: yields progress objects (status, digest, total, completed)."""
         return self._stream("/api/pull", {"model": name, "insecure": insecure, "stream": stream},

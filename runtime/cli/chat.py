@@ -22,7 +22,9 @@ import click
 from ..client import Client
 from ..config import load_settings, parse_duration
 from ..errors import ConfigError, InvalidName, LlmcrateError, ModelNotFound, ServerUnavailable
-from .server import human_bytes, human_time, parse_timestamp, render_table
+from ..format import human_bytes, human_time, table
+from .models import render_show
+from .server import parse_timestamp
 
 Json = dict[str, Any]
 
@@ -639,7 +641,7 @@ class Repl:
             return
         what = args[1]
         if what == "info":
-            _err(render_show_info(resp))
+            _err(render_show(resp) + "\n")
         elif what == "license":
             _out((_license_text(resp) or "No license was specified for this model.") + "\n")
         elif what == "modelfile":
@@ -706,8 +708,8 @@ class Repl:
         models = self.client.list()
         rows = [[m.get("name", ""), str(m.get("digest", "")).split(":")[-1][:12],
                  human_bytes(int(m.get("size") or 0)),
-                 human_time(parse_timestamp(m.get("modified_at")), zero="Never")] for m in models]
-        _out(render_table(["NAME", "ID", "SIZE", "MODIFIED"], rows) + "\n")
+                 human_time(_timestamp(m.get("modified_at")))] for m in models]
+        _out(table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]) + "\n")
 
     def _send(self, text: str) -> None:
         self.s.messages.append({"role": "user", "content": text})
@@ -730,6 +732,11 @@ class Repl:
         self.s.messages.append({"role": reply.role, "content": reply.content})
 
 
+def _timestamp(text: Any) -> float | None:
+    when = parse_timestamp(text if isinstance(text, str) else None)
+    return when.timestamp() if when is not None else None
+
+
 def _chat_piece(chunk: Json) -> tuple[str, str]:
     msg = chunk.get("message") or {}
     return msg.get("thinking") or "", msg.get("content") or ""
@@ -746,71 +753,3 @@ def _go_value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + " ".join(str(x) for x in v) + "]"
     return str(v)
-
-
-def _head(text: str, n: int) -> list[list[str]]:
-    lines = [t.strip() for t in text.splitlines() if t.strip()]
-    rows = [["", t] for t in lines[:n]]
-    if len(lines) > n:
-        rows.append(["", "..."])
-    return rows
-
-
-def _number(v: Any) -> str:
-    return str(int(v)) if isinstance(v, (int, float)) and float(v).is_integer() else str(v)
-
-
-def render_show_info(resp: Json, *, verbose: bool = False) -> str:
-    """``ollama show MODEL`` / ``/show info``: Model, Capabilities, Parameters, System, License."""
-    out: list[str] = []
-
-    def table(header: str, rows: list[list[str]]) -> None:
-        out.append(f"  {header}\n")
-        widths: dict[int, int] = {}
-        for r in rows:
-            for i, cell in enumerate(r):
-                widths[i] = max(widths.get(i, 0), len(cell))
-        for r in rows:
-            out.append("    ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n")
-        out.append("\n")
-
-    details = resp.get("details") or {}
-    info = resp.get("model_info") or {}
-    rows: list[list[str]] = []
-    if info:
-        arch = str(info.get("general.architecture", ""))
-        if arch:
-            rows.append(["", "architecture", arch])
-        params = details.get("parameter_size") or ""
-        if not params and isinstance(info.get("general.parameter_count"), (int, float)):
-            params = _human_number(int(info["general.parameter_count"]))
-        rows.append(["", "parameters", str(params)])
-        for key, label in ((f"{arch}.context_length", "context length"),
-                           (f"{arch}.embedding_length", "embedding length")):
-            if key in info:
-                rows.append(["", label, _number(info[key])])
-    else:
-        rows.append(["", "architecture", str(details.get("family", ""))])
-        rows.append(["", "parameters", str(details.get("parameter_size", ""))])
-    rows.append(["", "quantization", str(details.get("quantization_level", ""))])
-    table("Model", rows)
-    if resp.get("capabilities"):
-        table("Capabilities", [["", str(c)] for c in resp["capabilities"]])
-    if resp.get("parameters"):
-        table("Parameters", [[""] + line.split() for line in str(resp["parameters"]).splitlines() if line])
-    if info and verbose:
-        table("Metadata", [["", k, _go_value(info[k]) if not isinstance(info[k], list) else
-                            f"[{len(info[k])} items]"] for k in sorted(info)])
-    if resp.get("system"):
-        table("System", _head(str(resp["system"]), 2))
-    if _license_text(resp):
-        table("License", _head(_license_text(resp), 2))
-    return "".join(out)
-
-
-def _human_number(n: int) -> str:
-    for unit, size in (("B", 1_000_000_000), ("M", 1_000_000), ("K", 1_000)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f}{unit}" if value >= 100 else f"{value:.1f}{unit}".replace(".0" + unit, unit)
-    return str(n)

@@ -92,6 +92,11 @@ class Modelfile:
     warnings: list[str] = field(default_factory=list)           # e.g. deprecated parameters
     path: str | None = None
 
+    @property
+    def froms(self) -> list[str]:
+        """Every FROM in order: newer Ollama lists GGUF shards (or a projector) as extra FROMs."""
+        return [ins.args for ins in self.instructions if ins.command == "from"]
+
     def render(self) -> str:
         """The instructions back in Modelfile syntax, one per line (comments are not kept)."""
         return "".join(ins.render() + "\n" for ins in self.instructions)
@@ -198,8 +203,17 @@ class _Scanner:
             self.col += 1
 
     def advance_to(self, stop: int) -> None:
-        while self.i < stop:
-            self.advance()
+        """Move to *stop* as repeated advance() would, without a Python step per character."""
+        seg = self.text[self.i:stop]
+        self.i = stop
+        pending_cr = seg.endswith("\r") and self.text.startswith("\n", stop)
+        breaks = seg.count("\n") + seg.count("\r") - seg.count("\r\n") - pending_cr
+        if not breaks:
+            self.col += len(seg)
+            return
+        self.line += breaks
+        body = seg[:-1] if pending_cr else seg
+        self.col = len(seg) - max(body.rfind("\n"), body.rfind("\r"))
 
     def take(self, allowed: frozenset[str]) -> str:
         start = self.i

@@ -92,6 +92,7 @@ def test_last_wins_and_repeated_stop_accumulates() -> None:
                "PARAMETER temperature 1\nPARAMETER temperature 0.5\n"
                "PARAMETER stop a\nPARAMETER stop b\nPARAMETER stop a\nREQUIRES 0.1.0\nREQUIRES v0.2.0")
     assert (mf.from_, mf.system, mf.template) == ("b", "two", "y")
+    assert mf.froms == ["a", "b"]
     assert mf.parameters == {"temperature": 0.5, "stop": ["a", "b", "a"]}
     assert mf.requires == "0.2.0"
 
@@ -468,6 +469,21 @@ def test_quote_is_lossless_exactly_when_representable(caplog: pytest.LogCaptureF
             assert not caplog.text
         else:
             assert "cannot be written losslessly" in caplog.text
+
+
+def test_line_and_column_tracking_matches_a_step_by_step_walk() -> None:
+    from runtime.modelfile import _Scanner
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        text = "".join(rng.choice(["a", "\n", "\r", "\r\n", " ", "é"]) for _ in range(rng.randint(0, 12)))
+        start, stop = sorted(rng.randint(0, len(text)) for _ in range(2))
+        slow, fast = _Scanner(text, None), _Scanner(text, None)
+        slow.advance_to(start), fast.advance_to(start)
+        while slow.i < stop:
+            slow.advance()
+        fast.advance_to(stop)
+        assert (fast.i, fast.line, fast.col) == (slow.i, slow.line, slow.col), (text, start, stop)
 
 
 def test_parse_never_crashes_on_random_input() -> None:

@@ -139,15 +139,35 @@ def create(name: str, modelfile: str) -> None:
         raise click.ClickException(f"{modelfile}: no such file (give the Modelfile with -f)") \
             from None
     mf = parse_modelfile(data, path=str(path))
+    base_dir = path.resolve().parent
     client = _client()
-    if client is not None and hasattr(client, "create_from_modelfile"):
-        for status in client.create_from_modelfile(name, mf, base_dir=path.resolve().parent):
-            click.echo(status, err=True)
-        return
-    from ..create import create_model
+    if client is None:
+        from ..create import create_model
 
-    create_model(_store(), name, mf, base_dir=path.resolve().parent,
-                 progress=lambda s: click.echo(s, err=True))
+        create_model(_store(), name, mf, base_dir=base_dir,
+                     progress=lambda s: click.echo(s, err=True))
+        return
+    # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
+    from ..create import resolve_from
+    from ..gguf_info import check_magic
+
+    src = resolve_from(mf, base_dir)
+    files = adapters = None
+    if src is not None:
+        check_magic(src)
+        click.echo(f"copying file {src.name}", err=True)
+        files = {src.name: client.create_blob(src)}
+    for a in mf.adapters:
+        p = Path(a).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        adapters = adapters or {}
+        adapters[p.name] = client.create_blob(p)
+    for status in client.create(name, from_=None if src else mf.from_, files=files,
+                                adapters=adapters, template=mf.template, system=mf.system,
+                                license=mf.licenses or None, parameters=mf.parameters or None,
+                                messages=mf.messages or None):
+        if status.get("status"):
+            click.echo(status["status"], err=True)
 
 
 @click.command()

@@ -17,6 +17,7 @@
     ├── ServerBusy                     request queue full (HTTP 503)
     ├── AddressInUse(address)          serve: the port is taken
     ├── ConfigError(key, reason)
+    ├── OptionError               (runtime.options; also a ValueError)
     └── BundleError                    bundle build / verify / install
         └── UnsafeArchive(member, reason)
 

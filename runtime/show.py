@@ -57,7 +57,8 @@ def capabilities(info: ModelInfo, kv: dict[str, Any] | None) -> list[str]:
 
 def modelfile_text(info: ModelInfo) -> str:
     return render_modelfile(name=info.name.display, from_=str(info.model_path),
-                            template=info.template, system=info.system,
+                            template=info.template if info.template is not None else "{{ .Prompt }}",
+                            system=info.system,
                             parameters=info.params, adapters=[str(a) for a in info.adapters],
                             licenses=info.licenses, messages=info.messages)
 

@@ -1,0 +1,373 @@
+"""Go's value printing for templates: fmt's %v, Sprint/Sprintln/Sprintf, encoding/json.
+
+The Python side stands in for Go types like this: ``None`` is nil, ``bool``/``int``/``float``/
+``str`` are themselves, ``list`` is a slice, ``dict`` is a map (Go prints and ranges maps in key
+order), and :class:`GoStruct` subclasses are structs. A value with a ``go_string()`` method is a
+``fmt.Stringer``; a struct's ``go_json()`` gives its JSON fields in declaration order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class GoStruct:
+    """Base for values that behave like Go structs: fixed fields, field access errors."""
+
+    __slots__ = ()
+    _go_fields: tuple[str, ...] = ()
+    _go_type: str = "struct"
+
+    def go_json(self) -> list[tuple[str, Any]]:
+        return [(f, getattr(self, f)) for f in self._go_fields]
+
+
+def type_name(v: Any) -> str:
+    """Go-ish type name used in error messages."""
+    if v is None:
+        return "interface {}"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float64"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, GoStruct):
+        return v._go_type
+    if isinstance(v, list):
+        return getattr(v, "_go_type", "[]interface {}")
+    if isinstance(v, dict):
+        return getattr(v, "_go_type", "map[string]interface {}")
+    return type(v).__name__
+
+
+# -- floats ----------------------------------------------------------------------------
+def _digits(f: float) -> tuple[str, int]:
+    """Shortest decimal digits of abs(f) and the decimal point position (like strconv)."""
+    r = repr(abs(f))
+    if "e" in r:
+        mant, exp_s = r.split("e")
+        exp = int(exp_s)
+    else:
+        mant, exp = r, 0
+    if "." in mant:
+        ip, fp = mant.split(".")
+    else:
+        ip, fp = mant, ""
+    if fp == "0":
+        fp = ""
+    digits = (ip + fp).lstrip("0")
+    lead_zeros = len(ip + fp) - len((ip + fp).lstrip("0"))
+    dp = len(ip) + exp - lead_zeros
+    digits = digits.rstrip("0") or "0"
+    return digits, dp
+
+
+def _fmt_e(neg: bool, digits: str, dp: int, min_exp_digits: int = 2) -> str:
+    mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    exp = dp - 1
+    sign = "-" if exp < 0 else "+"
+    return ("-" if neg else "") + f"{mant}e{sign}{abs(exp):0{min_exp_digits}d}"
+
+
+def _fmt_f(neg: bool, digits: str, dp: int) -> str:
+    if dp <= 0:
+        s = "0." + "0" * (-dp) + digits
+    elif dp >= len(digits):
+        s = digits + "0" * (dp - len(digits))
+    else:
+        s = digits[:dp] + "." + digits[dp:]
+    return ("-" if neg else "") + s
+
+
+def format_float_v(f: float) -> str:
+    """fmt's %v for a float64: strconv's shortest 'g' (exponent form when exp < -4 or >= 6)."""
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0:
+        return "-0" if math.copysign(1, f) < 0 else "0"
+    digits, dp = _digits(f)
+    exp = dp - 1
+    if exp < -4 or exp >= 6:
+        return _fmt_e(f < 0, digits, dp)
+    return _fmt_f(f < 0, digits, dp)
+
+
+def format_float_json(f: float) -> str:
+    """encoding/json's float64 form."""
+    if math.isnan(f) or math.isinf(f):
+        raise ValueError("unsupported value")
+    if f == 0:
+        return "0" if math.copysign(1, f) > 0 else "-0"
+    digits, dp = _digits(f)
+    a = abs(f)
+    if a < 1e-6 or a >= 1e21:
+        s = _fmt_e(f < 0, digits, dp, min_exp_digits=1)
+        return s
+    return _fmt_f(f < 0, digits, dp)
+
+
+# -- %v ---------------------------------------------------------------------------------
+def format_v(v: Any, top: bool = True) -> str:
+    if v is None:
+        return "<nil>"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return v
+    gs = getattr(v, "go_string", None)
+    if gs is not None:
+        return gs()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return format_float_v(v)
+    if isinstance(v, list):
+        return "[" + " ".join(format_v(x, False) for x in v) + "]"
+    if isinstance(v, dict):
+        return "map[" + " ".join(f"{format_v(k, False)}:{format_v(v[k], False)}"
+                                 for k in sorted(v, key=_sort_key)) + "]"
+    if isinstance(v, GoStruct):
+        return "{" + " ".join(format_v(getattr(v, f), False) for f in v._go_fields) + "}"
+    if isinstance(v, bytes):
+        return "[" + " ".join(str(b) for b in v) + "]"
+    return str(v)
+
+
+def _sort_key(k: Any) -> Any:
+    return (0, k) if isinstance(k, (int, float)) and not isinstance(k, bool) else (1, str(k))
+
+
+def sprint(args: list[Any]) -> str:
+    """fmt.Sprint: spaces between operands when neither side is a string."""
+    out: list[str] = []
+    prev_string = True
+    for i, a in enumerate(args):
+        is_string = isinstance(a, str)
+        if i > 0 and not is_string and not prev_string:
+            out.append(" ")
+        out.append(format_v(a))
+        prev_string = is_string
+    return "".join(out)
+
+
+def sprintln(args: list[Any]) -> str:
+    return " ".join(format_v(a) for a in args) + "\n"
+
+
+# -- JSON -------------------------------------------------------------------------------
+_JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+             "\b": "\\b", "\f": "\\f", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+             "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_string(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        e = _JSON_ESC.get(ch)
+        if e is not None:
+            out.append(e)
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def json_marshal(v: Any) -> str:
+    """encoding/json.Marshal: compact, HTML-safe, map keys sorted, struct fields in order."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return json_string(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return format_float_json(v)
+    gj = getattr(v, "go_json", None)
+    if gj is not None:
+        data = gj()
+        if isinstance(data, list) and (not data or isinstance(data[0], tuple)) \
+                and isinstance(v, GoStruct):
+            return "{" + ",".join(f"{json_string(k)}:{json_marshal(x)}" for k, x in data) + "}"
+        return json_marshal(data) if data is not v else _json_plain(v)
+    return _json_plain(v)
+
+
+def _json_plain(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(json_marshal(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{json_string(str(k))}:{json_marshal(v[k])}"
+                              for k in sorted(v, key=str)) + "}"
+    if isinstance(v, bytes):
+        import base64
+        return json_string(base64.b64encode(v).decode())
+    raise ValueError(f"json: unsupported type: {type_name(v)}")
+
+
+# -- printf -----------------------------------------------------------------------------
+def sprintf(fmt: str, args: list[Any]) -> str:
+    """fmt.Sprintf for the verbs templates use: %v %s %d %q %t %f %e %g %x %X %c %%."""
+    out: list[str] = []
+    i = 0
+    n = len(fmt)
+    argi = 0
+    while i < n:
+        c = fmt[i]
+        if c != "%":
+            j = fmt.find("%", i)
+            if j < 0:
+                j = n
+            out.append(fmt[i:j])
+            i = j
+            continue
+        i += 1
+        if i >= n:
+            out.append("%!(NOVERB)")
+            break
+        flags = ""
+        while i < n and fmt[i] in "-+# 0":
+            flags += fmt[i]
+            i += 1
+        width = ""
+        while i < n and fmt[i].isdigit():
+            width += fmt[i]
+            i += 1
+        prec: str | None = None
+        if i < n and fmt[i] == ".":
+            i += 1
+            prec = ""
+            while i < n and fmt[i].isdigit():
+                prec += fmt[i]
+                i += 1
+        if i >= n:
+            out.append("%!(NOVERB)")
+            break
+        verb = fmt[i]
+        i += 1
+        if verb == "%":
+            out.append("%")
+            continue
+        if argi >= len(args):
+            out.append(f"%!{verb}(MISSING)")
+            continue
+        arg = args[argi]
+        argi += 1
+        out.append(_pad(_format_one(verb, flags, prec, arg), flags, width))
+    if argi < len(args):
+        extra = ", ".join(f"{type_name(a)}={format_v(a)}" for a in args[argi:])
+        out.append(f"%!(EXTRA {extra})")
+    return "".join(out)
+
+
+def _pad(s: str, flags: str, width: str) -> str:
+    if not width:
+        return s
+    w = int(width)
+    if len(s) >= w:
+        return s
+    if "-" in flags:
+        return s + " " * (w - len(s))
+    if "0" in flags and s[:1] in "-+" and s[1:2].isdigit():
+        return s[0] + "0" * (w - len(s)) + s[1:]
+    if "0" in flags and s[:1].isdigit():
+        return "0" * (w - len(s)) + s
+    return " " * (w - len(s)) + s
+
+
+def _bad(verb: str, arg: Any) -> str:
+    return f"%!{verb}({type_name(arg)}={format_v(arg)})"
+
+
+def _format_one(verb: str, flags: str, prec: str | None, arg: Any) -> str:
+    p = int(prec) if prec else (0 if prec == "" else None)
+    if verb == "v":
+        return format_v(arg)
+    if verb == "T":
+        return type_name(arg)
+    if verb == "s":
+        if isinstance(arg, (int, float)) and not isinstance(arg, bool) and not hasattr(arg, "go_string"):
+            return _bad(verb, arg)
+        s = format_v(arg)
+        return s[:p] if p is not None else s
+    if verb == "q":
+        if isinstance(arg, str) or hasattr(arg, "go_string"):
+            return go_quote(format_v(arg))
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            return "'" + chr(arg) + "'"
+        return _bad(verb, arg)
+    if verb == "t":
+        return format_v(arg) if isinstance(arg, bool) else _bad(verb, arg)
+    if verb in "dxXobc":
+        if isinstance(arg, bool) or not isinstance(arg, int):
+            if verb in "xX" and isinstance(arg, str):
+                h = arg.encode().hex()
+                return h.upper() if verb == "X" else h
+            return _bad(verb, arg)
+        if verb == "d":
+            s = str(arg)
+            return ("+" + s) if "+" in flags and arg >= 0 else s
+        if verb == "c":
+            return chr(arg)
+        spec = {"x": "x", "X": "X", "o": "o", "b": "b"}[verb]
+        s = format(abs(arg), spec)
+        if "#" in flags and verb in "xX":
+            s = ("0x" if verb == "x" else "0X") + s
+        return ("-" if arg < 0 else "") + s
+    if verb in "feEgG":
+        if isinstance(arg, bool) or not isinstance(arg, (int, float)):
+            return _bad(verb, arg)
+        if isinstance(arg, int):
+            return _bad(verb, arg)
+        if verb in "gG" and p is None:
+            return format_float_v(arg) if verb == "g" else format_float_v(arg).upper()
+        spec = f"{'+' if '+' in flags else ''}.{6 if p is None else p}{verb}"
+        return format(arg, spec)
+    return f"%!{verb}({type_name(arg)}={format_v(arg)})"
+
+
+def go_quote(s: str) -> str:
+    """strconv.Quote: Go-syntax double-quoted string."""
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\a":
+            out.append("\\a")
+        elif ch == "\b":
+            out.append("\\b")
+        elif ch == "\f":
+            out.append("\\f")
+        elif ch == "\v":
+            out.append("\\v")
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif not ch.isprintable() and o > 0x7F:
+            out.append(f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)

@@ -1,0 +1,252 @@
+"""Ollama's template values, built from /api/chat-shaped JSON.
+
+Templates see what Ollama's template package hands them: ``.Messages`` of structs with Role,
+Content, Thinking, Images, ToolCalls (ID, Function.Index/Name/Arguments), ToolName, ToolCallID;
+``.Tools`` of structs (Type, Items, Function.Name/Description/Parameters with Type, Defs, Items,
+Required, Properties of ToolProperty: AnyOf, Type, Items, Description, Enum, Properties).
+
+String forms follow Ollama's ``String()`` methods: ``.Tools``, a tool, ``.Function``,
+``.Parameters``, ``.Properties`` and ``.Arguments`` print as compact JSON (Go's encoding/json:
+HTML-safe escapes, map keys sorted); a property's ``.Type`` prints its type name. Numbers
+inside JSON values are float64 as in Go (``3`` prints as ``3``, ``1e6`` as ``1e+06``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import TemplateError
+from .gofmt import GoStruct, json_marshal
+
+
+def go_any(v: Any) -> Any:
+    """JSON-decoded value as Go's ``any`` holds it: every number becomes float64."""
+    if v is True or v is False or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, list):
+        return [go_any(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): go_any(x) for k, x in v.items()}
+    return v
+
+
+class JSONMap(dict):  # type: ignore[type-arg]
+    """A Go map whose String() is its JSON (Ollama's templateArgs / templateProperties)."""
+
+    _go_type = "map[string]interface {}"
+
+    def go_string(self) -> str:
+        return json_marshal(dict(self))
+
+
+class PropertyType(list):  # type: ignore[type-arg]
+    """api.PropertyType: one type prints as itself, several as [a b]; JSON str or array."""
+
+    _go_type = "api.PropertyType"
+
+    def go_string(self) -> str:
+        if not self:
+            return ""
+        if len(self) == 1:
+            return str(self[0])
+        return "[" + " ".join(self) + "]"
+
+    def go_json(self) -> Any:
+        return self[0] if len(self) == 1 else list(self)
+
+
+class ToolList(list):  # type: ignore[type-arg]
+    _go_type = "api.Tools"
+
+    def go_string(self) -> str:
+        return json_marshal(list(self))
+
+
+_TS = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean",
+       "array": "any[]", "object": "Record<string, any>", "null": "null"}
+
+
+class ToolProperty(GoStruct):
+    __slots__ = ("AnyOf", "Type", "Items", "Description", "Enum", "Properties")
+    _go_fields = __slots__
+    _go_type = "api.ToolProperty"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.AnyOf = [ToolProperty(x) for x in d.get("anyOf") or []] or None
+        t = d.get("type")
+        self.Type = PropertyType([t] if isinstance(t, str) else (t or []))
+        self.Items = go_any(d.get("items"))
+        self.Description = str(d.get("description") or "")
+        self.Enum = go_any(d.get("enum")) or None
+        props = d.get("properties")
+        self.Properties = (JSONMap({k: ToolProperty(v) for k, v in props.items()})
+                           if isinstance(props, dict) else None)
+
+    def go_json(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        if self.AnyOf:
+            out.append(("anyOf", self.AnyOf))
+        if self.Type:
+            out.append(("type", self.Type))
+        if self.Items is not None:
+            out.append(("items", self.Items))
+        if self.Description:
+            out.append(("description", self.Description))
+        if self.Enum:
+            out.append(("enum", self.Enum))
+        if self.Properties is not None:
+            out.append(("properties", dict(self.Properties)))
+        return out
+
+    def to_typescript_type(self) -> str:
+        if self.AnyOf:
+            return " | ".join(p.to_typescript_type() for p in self.AnyOf)
+        if not self.Type:
+            return "any"
+        return " | ".join(_TS.get(t, "any") for t in self.Type)
+
+
+class ToolParameters(GoStruct):
+    __slots__ = ("Type", "Defs", "Items", "Required", "Properties")
+    _go_fields = __slots__
+    _go_type = "api.ToolFunctionParameters"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.Type = str(d.get("type") or "")
+        self.Defs = go_any(d.get("$defs"))
+        self.Items = go_any(d.get("items"))
+        self.Required = [str(x) for x in d.get("required") or []]
+        props = d.get("properties")
+        self.Properties = JSONMap({k: ToolProperty(v or {}) for k, v in (props or {}).items()})
+
+    def go_string(self) -> str:
+        return json_marshal(self)
+
+    def go_json(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("type", self.Type)]
+        if self.Defs is not None:
+            out.append(("$defs", self.Defs))
+        if self.Items is not None:
+            out.append(("items", self.Items))
+        if self.Required:
+            out.append(("required", self.Required))
+        out.append(("properties", dict(self.Properties)))
+        return out
+
+
+class ToolFunction(GoStruct):
+    __slots__ = ("Name", "Description", "Parameters")
+    _go_fields = __slots__
+    _go_type = "api.ToolFunction"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.Name = str(d.get("name") or "")
+        self.Description = str(d.get("description") or "")
+        self.Parameters = ToolParameters(d.get("parameters") or {})
+
+    def go_string(self) -> str:
+        return json_marshal(self)
+
+    def go_json(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("name", self.Name)]
+        if self.Description:
+            out.append(("description", self.Description))
+        out.append(("parameters", self.Parameters))
+        return out
+
+
+class Tool(GoStruct):
+    __slots__ = ("Type", "Items", "Function")
+    _go_fields = __slots__
+    _go_type = "api.Tool"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        if not isinstance(d, dict):
+            raise TemplateError(f"a tool must be a JSON object, got {type(d).__name__}")
+        self.Type = str(d.get("type") or "")
+        self.Items = go_any(d.get("items"))
+        self.Function = ToolFunction(d.get("function") or {})
+
+    def go_string(self) -> str:
+        return json_marshal(self)
+
+    def go_json(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("type", self.Type)]
+        if self.Items is not None:
+            out.append(("items", self.Items))
+        out.append(("function", self.Function))
+        return out
+
+
+class ToolCallFunction(GoStruct):
+    __slots__ = ("Index", "Name", "Arguments")
+    _go_fields = __slots__
+    _go_type = "template.templateToolCallFunction"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.Index = int(d.get("index") or 0)
+        self.Name = str(d.get("name") or "")
+        args = d.get("arguments")
+        if isinstance(args, str):       # OpenAI-style JSON text
+            import json
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                raise TemplateError(f"tool call arguments are not JSON: {args[:80]!r}") from None
+        self.Arguments = JSONMap(go_any(args or {}))
+
+
+class ToolCall(GoStruct):
+    __slots__ = ("ID", "Function")
+    _go_fields = __slots__
+    _go_type = "template.templateToolCall"
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.ID = str(d.get("id") or "")
+        self.Function = ToolCallFunction(d.get("function") or {})
+
+
+class Message(GoStruct):
+    __slots__ = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName", "ToolCallID")
+    _go_fields = __slots__
+    _go_type = "*template.templateMessage"
+
+    def __init__(self, role: str, content: str, thinking: str = "", images: Any = None,
+                 tool_calls: list[ToolCall] | None = None, tool_name: str = "",
+                 tool_call_id: str = "") -> None:
+        self.Role = role
+        self.Content = content
+        self.Thinking = thinking
+        self.Images = images
+        self.ToolCalls = tool_calls
+        self.ToolName = tool_name
+        self.ToolCallID = tool_call_id
+
+
+def message_from_api(m: dict[str, Any]) -> dict[str, Any]:
+    """Validate and normalise one /api/chat message (role lower-cased, as Ollama does)."""
+    if not isinstance(m, dict):
+        raise TemplateError(f"a message must be a JSON object, got {type(m).__name__}")
+    role = m.get("role")
+    if not isinstance(role, str):
+        raise TemplateError("every message needs a string \"role\"")
+    content = m.get("content") or ""
+    if not isinstance(content, str):
+        raise TemplateError("message content must be a string")
+    return {**m, "role": role.lower(), "content": content}
+
+
+def to_template_message(m: dict[str, Any]) -> Message:
+    calls = m.get("tool_calls") or None
+    return Message(
+        role=m["role"], content=m.get("content") or "", thinking=m.get("thinking") or "",
+        images=m.get("images") or None,
+        tool_calls=[ToolCall(c) for c in calls] if calls else None,
+        tool_name=m.get("tool_name") or "", tool_call_id=m.get("tool_call_id") or "")
+
+
+def to_template_tools(tools: list[dict[str, Any]] | None) -> ToolList | None:
+    if tools is None:
+        return None
+    return ToolList(Tool(t) for t in tools)

@@ -10,7 +10,7 @@ Routes (huggingface_hub 0.2x-1.x):
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]``: the file tree;
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}``: ``X-Repo-Commit``, ``ETag`` (sha256 for LFS files,
   a git blob id otherwise), ``X-Linked-Etag`` / ``X-Linked-Size``; LFS files answer 302 to
-  ``/cdn-lfs/<sha256>`` like the real Hub (switch ``redirect_lfs``); Range requests honoured.
+  ``/cdn-lfs/<sha256>`` on a second port (another origin) like the real Hub (switch ``redirect_lfs``); Range requests honoured.
 Errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) the
 way huggingface_hub's ``hf_raise_for_status`` expects. ``token``: when set, every request must
 send ``Authorization: Bearer <token>`` (a gated repo). ``faults`` apply to file bodies.
@@ -62,16 +62,20 @@ class FakeHub:
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._srv: Server | None = None
+        self._cdn: Server | None = None
 
     def start(self) -> str:
         self._srv = Server(_HubHandler, self, "hub")
+        self._cdn = Server(_HubHandler, self, "hub-cdn")  # another origin, like cdn-lfs.hf.co
         self._srv.start()
+        self._cdn.start()
         return self.base_url
 
     def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.stop()
-            self._srv = None
+        for srv in (self._srv, self._cdn):
+            if srv is not None:
+                srv.stop()
+        self._srv = self._cdn = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -88,6 +92,11 @@ class FakeHub:
     def base_url(self) -> str:
         assert self._srv is not None, "start() first"
         return f"http://127.0.0.1:{self._srv.port}"
+
+    @property
+    def cdn_url(self) -> str:
+        assert self._cdn is not None, "start() first"
+        return f"http://127.0.0.1:{self._cdn.port}"
 
     def _log_request(self, rec: RequestRecord) -> None:
         with self._lock:
@@ -236,7 +245,7 @@ class _HubHandler(Handler):
                 self.send_response(302)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Location", f"{self.hub.base_url}/cdn-lfs/{f.sha256}")
+                self.send_header("Location", f"{self.hub.cdn_url}/cdn-lfs/{f.sha256}?X-Amz-Signature=fake")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 self.record(302)

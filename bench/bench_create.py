@@ -19,8 +19,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from make_tiny_model import parse_size, write_tiny_gguf  # noqa: E402
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    return int(float(t[:-1]) * units[t[-1]]) if t[-1:] in units else int(t)
 
 
 def drop_caches() -> bool:
@@ -55,7 +59,9 @@ def main() -> int:
     gguf = work / "big.gguf"
     if not gguf.exists() or gguf.stat().st_size < a.size:
         print(f"writing {a.size / 1e9:.2f} GB model ...", file=sys.stderr)
-        write_tiny_gguf(gguf, size=a.size)
+        # in a child process: ru_maxrss of our children would otherwise start from our size
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_model.py"), str(gguf),
+                        "--size", str(a.size)], check=True)
     (work / "Modelfile").write_text(f"FROM {gguf}\n")
     llmcrate = str(Path(sys.executable).with_name("llmcrate"))
     cps, creates, rss = [], [], []

@@ -96,3 +96,27 @@ def test_kill_during_create_leaves_no_half_model(tmp_path: Path) -> None:
     assert [e.name.display for e in store.list_models()] == ["big:latest"]
     assert store.blob_path(store.resolve("big").layers[0].digest).stat().st_size == \
         big.stat().st_size
+
+
+def test_full_disk_is_a_clear_error_and_store_untouched(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A store on a 1 MiB tmpfs: creating from a 2 MiB GGUF fails cleanly, nothing half-written."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+        from make_tiny_model import write_tiny_gguf
+
+        write_tiny_gguf(tmp_path / "two.gguf", size=2 << 20)
+        (tmp_path / "Modelfile").write_text("FROM ./two.gguf\n")
+        env = dict(os.environ, OLLAMA_MODELS=str(mnt / "models"))
+        r = _run("create", "two", "-f", "Modelfile", cwd=tmp_path, env=env)
+        assert r.returncode == 1
+        assert "not enough disk space" in r.stderr and "Traceback" not in r.stderr
+        assert Store(mnt / "models").list_models() == []
+        blobs = mnt / "models" / "blobs"
+        assert not blobs.exists() or list(blobs.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

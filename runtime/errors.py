@@ -89,9 +89,12 @@ class InsufficientSpace(LlmcrateError):
         self.path = path
         self.needed = needed
         self.free = free
-        super().__init__(
-            f"not enough disk space in {path}: need {needed / 1e9:.2f} GB, "
-            f"{free / 1e9:.2f} GB free")
+        if needed > 0:
+            msg = (f"not enough disk space in {path}: need {needed / 1e9:.2f} GB, "
+                   f"{free / 1e9:.2f} GB free")
+        else:
+            msg = f"not enough disk space in {path}: the disk filled up while writing"
+        super().__init__(msg)
 
 
 class RegistryError(LlmcrateError):

@@ -120,3 +120,22 @@ def test_full_disk_is_a_clear_error_and_store_untouched(tmp_path: Path, tiny_ggu
         assert not blobs.exists() or list(blobs.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_filling_up_mid_write_leaves_no_blob(tmp_path: Path) -> None:
+    """The space check passed (or was impossible) but the disk fills while writing: ENOSPC
+    becomes InsufficientSpace and the temp file is gone."""
+    from runtime.errors import InsufficientSpace
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        store = Store(mnt / "models")
+        with pytest.raises(InsufficientSpace, match="not enough disk space"):
+            store.add_blob_stream(iter([b"x" * (256 << 10)] * 8))  # 2 MiB, no size hint
+        assert list(store.blobs_dir.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import TemplateError
 from . import executor
 from . import nodes as N
 from .funcs import ALL_FUNCS
@@ -29,8 +30,11 @@ class GoTemplate:
     def parse(cls, text: str, *, name: str = "template") -> GoTemplate:
         """Parse ``text``; raises TemplateError("name: msg", pos="line:col") on bad syntax."""
         src = Source(text, name)
-        root, defines = Parser(src, ALL_FUNCS).parse()
-        return cls(src, root, defines)
+        try:
+            root, defines = Parser(src, ALL_FUNCS).parse()
+            return cls(src, root, defines)
+        except RecursionError:
+            raise TemplateError("template nests too deeply") from None
 
     @property
     def text(self) -> str:

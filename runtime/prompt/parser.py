@@ -21,6 +21,11 @@ class _Marker:
         self.pos = pos
 
 
+#: nesting of control structures and parentheses; real templates stay far below, and the
+#: parser, compiler and executor recurse per level (an untrusted template must not blow the stack)
+MAX_NESTING = 100
+
+
 class Parser:
     def __init__(self, src: L.Source, funcs: Collection[str]) -> None:
         self.src = src
@@ -30,6 +35,12 @@ class Parser:
         self.vars: list[str] = ["$"]
         self.range_depth = 0
         self.defines: dict[str, N.Tree] = {}
+        self.nesting = 0
+
+    def _enter(self, pos: int) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.error(f"template nests deeper than {MAX_NESTING} levels", pos)
 
     # -- token helpers ------------------------------------------------------------------
     def peek(self) -> L.Token:
@@ -157,6 +168,12 @@ class Parser:
         return N.Action(pipe, pos)
 
     def _control(self, cls: type, context: str, pos: int) -> N.Node:
+        self._enter(pos)
+        node = self._control_body(cls, context, pos)
+        self.nesting -= 1
+        return node
+
+    def _control_body(self, cls: type, context: str, pos: int) -> N.Node:
         mark = len(self.vars)
         pipe = self._pipeline(context, L.RDELIM)
         if context == "range":
@@ -170,7 +187,7 @@ class Parser:
             if context in ("if", "with") and nxt.kind == L.KEYWORD and nxt.value == context:
                 # "{{else if ...}}" / "{{else with ...}}": a nested control sharing our {{end}}
                 self.next_non_space()
-                else_body = [self._control(cls, context, end.pos)]
+                else_body = [self._control_body(cls, context, end.pos)]
                 del self.vars[mark:]
                 return cls(pipe, body, else_body, pos)
             self.expect(L.RDELIM, "else")
@@ -324,7 +341,9 @@ class Parser:
         if k == L.NUMBER:
             return N.Literal(self._number(tok), tok.pos)
         if k == L.LPAREN:
+            self._enter(tok.pos)
             pipe = self._pipeline("parenthesized pipeline", L.RPAREN)
+            self.nesting -= 1
             return pipe
         raise self.error(f"unexpected {_describe(tok)} in operand", tok.pos)
 

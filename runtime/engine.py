@@ -200,10 +200,7 @@ class Engine:
         llama_cpp = _import_llama()
         self._vocab = llm._model.vocab
         self._is_eog = llama_cpp.llama_vocab_is_eog
-        try:
-            self.state_size = int(llama_cpp.llama_state_get_size(llm._ctx.ctx))
-        except Exception:  # noqa: BLE001 - informational only
-            self.state_size = 0
+        self.state_size = _kv_bytes(llama_cpp, llm)
 
     @classmethod
     def load(cls, options: LoadOptions) -> Engine:
@@ -373,8 +370,9 @@ class Engine:
         )
 
     # -- embeddings --------------------------------------------------------------------------
-    def embed(self, texts: Sequence[str], *, truncate: bool = True) -> tuple[list[list[float]], int]:
-        """Return one L2-normalised vector per text and the number of tokens read."""
+    def embed(self, texts: Sequence[str], *, truncate: bool = True, normalize: bool = True
+              ) -> tuple[list[list[float]], int]:
+        """Return one vector per text (L2-normalised unless told not to) and the tokens read."""
         if not self.options.embedding:
             raise EngineError("model was not loaded for embeddings")
         with self._lock:
@@ -393,7 +391,8 @@ class Engine:
                 if out and isinstance(out[0], list):   # no pooling in the model: mean-pool tokens
                     dim = len(out[0])
                     out = [sum(row[i] for row in out) / len(out) for i in range(dim)]
-                vectors.append(normalize([float(v) for v in out]))
+                vec = [float(v) for v in out]
+                vectors.append(_l2(vec) if normalize else vec)
             return vectors, total
 
     def close(self) -> None:
@@ -404,6 +403,19 @@ class Engine:
             self._llm.close()
         except Exception:  # noqa: BLE001 - best effort on shutdown
             logger.debug("closing engine failed", exc_info=True)
+
+
+def _kv_bytes(llama_cpp: Any, llm: Any) -> int:
+    """Size of a full f16 KV cache for this context (what /api/ps adds to the weights)."""
+    try:
+        model = llm._model.model
+        n_layer = llama_cpp.llama_model_n_layer(model)
+        n_embd = llama_cpp.llama_model_n_embd(model)
+        n_head = max(1, llama_cpp.llama_model_n_head(model))
+        n_head_kv = llama_cpp.llama_model_n_head_kv(model)
+        return int(llm.n_ctx()) * n_layer * 2 * (n_embd * n_head_kv // n_head) * 2
+    except Exception:  # noqa: BLE001 - informational only
+        return 0
 
 
 def normalize(vec: list[float]) -> list[float]:
@@ -422,3 +434,6 @@ def file_size(path: Path) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+_l2 = normalize

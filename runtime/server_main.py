@@ -1,0 +1,47 @@
+"""``llmcrate serve``: run the API server on ``OLLAMA_HOST`` with uvicorn until stopped."""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from .config import Settings
+from .errors import AddressInUse, ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def bind_socket(settings: Settings) -> socket.socket:
+    """Bind the listening socket first, so a busy port is one clear error, not a traceback."""
+    host, port = settings.host.host, settings.host.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise AddressInUse(str(settings.host)) from e
+        raise ConfigError("OLLAMA_HOST", f"cannot listen on {settings.host}: {e.strerror}") from e
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM. Raises AddressInUse when the port is taken."""
+    import uvicorn
+
+    from .api import create_app
+
+    sock = bind_socket(settings)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="debug" if settings.debug else "info",
+                            access_log=True, timeout_keep_alive=30, proxy_headers=False)
+    server = uvicorn.Server(config)
+    logger.info("Listening on %s (models in %s)", settings.host, settings.models_dir)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

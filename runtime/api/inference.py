@@ -1,0 +1,216 @@
+"""Chat, generate and embed as the routers run them, independent of the answer's wire format.
+
+Each ``start_*`` does everything that can fail with a clean HTTP status (model lookup, options,
+format, loading, prompt building) before returning; what follows is a stream of
+:class:`Piece` objects that the Ollama and OpenAI routers serialise their own way.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from ..engine import Chunk
+from ..errors import LlmcrateError
+from ..model import ModelInfo
+from .errors import ApiError, status_for
+from .prompting import ToolCalls, build_chat_prompt, build_generate_prompt
+from .schemas import ChatBody, EmbedBody, GenerateBody
+from .service import Prepared, Service, grammar_for
+
+
+@dataclass
+class Piece:
+    """Some output: text, tool calls, or (last) the final counters."""
+
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    final: Chunk | None = None
+
+
+@dataclass
+class Run:
+    """A started generation: the prepared engine lease and its stream of pieces."""
+
+    prepared: Prepared
+    pieces: AsyncIterator[Piece]
+    cancel: threading.Event
+    prompt_tokens: list[int] | None = None
+
+
+@dataclass
+class Instant:
+    """An answer without generation: a load (``done_reason: load``) or unload request."""
+
+    done_reason: str
+
+
+def _wrap(err: LlmcrateError) -> ApiError:
+    return ApiError(status_for(err), str(err))
+
+
+async def _lease(svc: Service, info: ModelInfo, options: dict[str, Any], keep_alive: Any,
+                 started: int, *, embedding: bool = False) -> Prepared:
+    try:
+        return await svc.prepare(info, options, keep_alive, started=started, embedding=embedding)
+    except LlmcrateError as e:
+        raise _wrap(e) from None
+
+
+async def _on_engine(prepared: Prepared, fn: Any, *args: Any) -> Any:
+    """Run a blocking call that uses the leased engine (tokenizing) off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> Run | Instant:
+    info = await svc.model_info(body.model)
+    keep_alive = svc.keep_alive(body.keep_alive)
+    if not body.prompt and keep_alive == 0:
+        svc.scheduler.expire(digest=info.digest)
+        return Instant("unload")
+    if body.raw and (body.template or body.system or body.context):
+        raise ApiError(400, "raw mode does not support template, system, or context")
+    try:
+        options = svc.options(info, body.options)
+    except LlmcrateError as e:
+        raise _wrap(e) from None
+    grammar = grammar_for(body.format)
+    prepared = await _lease(svc, info, options, body.keep_alive, started)
+    if not body.prompt:
+        svc.release(prepared)
+        return Instant("load")
+    try:
+        engine = prepared.lease.engine
+        if body.raw:
+            text = body.prompt
+        else:
+            text = await _on_engine(prepared, lambda: build_generate_prompt(
+                info, prompt=body.prompt, system=body.system, suffix=body.suffix,
+                template=body.template, has_context=bool(body.context),
+                tokenize=engine.tokenize, num_ctx=engine.n_ctx, think=body.think))
+        prompt: str | list[int] = text
+        if body.context:
+            tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
+            prompt = list(body.context) + list(tail)
+    except LlmcrateError as e:
+        svc.release(prepared)
+        raise _wrap(e) from None
+    except BaseException:
+        svc.release(prepared)
+        raise
+    cancel = threading.Event()
+    stream = svc.stream(prepared, prompt, grammar=grammar, cancel=cancel)
+    return Run(prepared=prepared, pieces=_plain(stream), cancel=cancel)
+
+
+async def _plain(stream: AsyncIterator[Chunk]) -> AsyncIterator[Piece]:
+    async for chunk in stream:
+        yield Piece(content=chunk.text, final=chunk if chunk.done else None)
+
+
+def _message_dicts(body: ChatBody) -> list[dict[str, Any]]:
+    out = []
+    for m in body.messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.images:
+            d["images"] = m.images
+        if m.tool_calls:
+            d["tool_calls"] = m.tool_calls
+        if m.tool_name:
+            d["tool_name"] = m.tool_name
+        if m.thinking:
+            d["thinking"] = m.thinking
+        out.append(d)
+    return out
+
+
+async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Instant:
+    info = await svc.model_info(body.model)
+    keep_alive = svc.keep_alive(body.keep_alive)
+    if not body.messages and keep_alive == 0:
+        svc.scheduler.expire(digest=info.digest)
+        return Instant("unload")
+    try:
+        options = svc.options(info, body.options)
+    except LlmcrateError as e:
+        raise _wrap(e) from None
+    grammar = grammar_for(body.format)
+    prepared = await _lease(svc, info, options, body.keep_alive, started)
+    if not body.messages:
+        svc.release(prepared)
+        return Instant("load")
+    engine = prepared.lease.engine
+    try:
+        msgs = _message_dicts(body)
+        text = await _on_engine(prepared, lambda: build_chat_prompt(
+            info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
+            think=body.think))
+        tools = ToolCalls(info, body.tools) if body.tools else None
+    except LlmcrateError as e:
+        svc.release(prepared)
+        raise _wrap(e) from None
+    except BaseException:
+        svc.release(prepared)
+        raise
+    cancel = threading.Event()
+    stream = svc.stream(prepared, text, grammar=grammar, cancel=cancel)
+    pieces = _plain(stream) if tools is None else _with_tools(stream, tools)
+    return Run(prepared=prepared, pieces=pieces, cancel=cancel)
+
+
+async def _with_tools(stream: AsyncIterator[Chunk], tools: ToolCalls) -> AsyncIterator[Piece]:
+    async for chunk in stream:
+        calls, content = tools.add(chunk.text) if chunk.text else ([], "")
+        if chunk.done:
+            more, rest = tools.finish()
+            yield Piece(content=content + rest, tool_calls=calls + more, final=chunk)
+        elif calls or content:
+            yield Piece(content=content, tool_calls=calls)
+
+
+@dataclass
+class Embedded:
+    vectors: list[list[float]]
+    prompt_eval_count: int
+    prepared: Prepared | None
+    total_duration: int = 0
+
+
+def embed_inputs(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ApiError(400, "invalid input type")
+
+
+async def run_embed(svc: Service, body: EmbedBody, *, started: int, normalize: bool = True
+                    ) -> Embedded:
+    texts = embed_inputs(body.input)
+    info = await svc.model_info(body.model)
+    try:
+        options = svc.options(info, body.options)
+    except LlmcrateError as e:
+        raise _wrap(e) from None
+    prepared = await _lease(svc, info, options, body.keep_alive, started, embedding=True)
+    try:
+        if not texts:
+            return Embedded([], 0, prepared)
+        engine = prepared.lease.engine
+        truncate = body.truncate is None or body.truncate
+        try:
+            vectors, count = await asyncio.to_thread(
+                lambda: engine.embed(texts, truncate=truncate, normalize=normalize))
+        except LlmcrateError as e:
+            raise ApiError(400 if "exceeds" in str(e) else 500, str(e)) from None
+        if body.dimensions and 0 < body.dimensions < len(vectors[0]):
+            from ..engine import normalize as l2
+
+            vectors = [l2(v[: body.dimensions]) for v in vectors]
+        return Embedded(vectors, count, prepared, time.perf_counter_ns() - started)
+    finally:
+        svc.release(prepared)

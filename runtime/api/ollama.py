@@ -1,0 +1,420 @@
+"""Ollama's native routes (docs/api.md), answering with the same JSON and NDJSON streams."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .. import __version__
+from ..errors import LlmcrateError, ModelNotFound, StoreError
+from ..names import parse_name
+from ..store import check_digest
+from .errors import ApiError, error_line, status_for, to_api_error
+from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
+from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
+                      NameBody, read_body)
+from .service import Service, metrics, now_iso, watch_disconnect
+
+logger = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+async def first_then_rest(pieces: AsyncIterator[Piece]) -> tuple[list[Piece], AsyncIterator[Piece]]:
+    """Wait for the first piece so that a failure before any output still gets a real status."""
+    first = await pieces.__anext__()
+    return [first], pieces
+
+
+def router(svc: Service) -> APIRouter:
+    r = APIRouter()
+
+    @r.api_route("/", methods=["GET", "HEAD"])
+    async def root() -> Response:
+        return Response("Ollama is running", media_type="text/plain; charset=utf-8")
+
+    @r.api_route("/api/version", methods=["GET", "HEAD"])
+    async def version() -> dict[str, str]:
+        return {"version": __version__}
+
+    # -- inference ---------------------------------------------------------------------------
+    @r.post("/api/generate")
+    async def generate(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        body = await read_body(request, GenerateBody)
+        run = await start_generate(svc, body, started=started)
+        model = body.model
+        if isinstance(run, Instant):
+            return JSONResponse({"model": model, "created_at": now_iso(), "response": "",
+                                 "done": True, "done_reason": run.done_reason})
+
+        def obj(piece: Piece) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": model, "created_at": now_iso(),
+                                   "response": piece.content, "done": piece.final is not None}
+            if piece.final is not None:
+                out["done_reason"] = piece.final.done_reason
+                if not body.raw:
+                    out["context"] = piece.final.context
+                out.update(metrics(piece.final, run.prepared))
+            return out
+
+        return await _answer(request, run, obj, stream=body.stream is not False,
+                             merge=_merge_generate)
+
+    @r.post("/api/chat")
+    async def chat(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        body = await read_body(request, ChatBody)
+        run = await start_chat(svc, body, started=started)
+        model = body.model
+        if isinstance(run, Instant):
+            return JSONResponse({"model": model, "created_at": now_iso(),
+                                 "message": {"role": "assistant", "content": ""},
+                                 "done_reason": run.done_reason, "done": True})
+
+        def obj(piece: Piece) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": piece.content}
+            if piece.tool_calls:
+                message["tool_calls"] = piece.tool_calls
+            out: dict[str, Any] = {"model": model, "created_at": now_iso(), "message": message}
+            if piece.final is not None:
+                out["done_reason"] = piece.final.done_reason
+                out["done"] = True
+                out.update(metrics(piece.final, run.prepared))
+            else:
+                out["done"] = False
+            return out
+
+        return await _answer(request, run, obj, stream=body.stream is not False, merge=_merge_chat)
+
+    @r.post("/api/embed")
+    async def embed(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        body = await read_body(request, EmbedBody)
+        result = await run_embed(svc, body, started=started)
+        return JSONResponse({
+            "model": body.model, "embeddings": result.vectors,
+            "total_duration": time.perf_counter_ns() - started,
+            "load_duration": result.prepared.load_duration if result.prepared else 0,
+            "prompt_eval_count": result.prompt_eval_count,
+        })
+
+    @r.post("/api/embeddings")
+    async def embeddings(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        body = await read_body(request, EmbeddingsBody)
+        result = await run_embed(svc, EmbedBody(model=body.model, input=body.prompt or None,
+                                                options=body.options, keep_alive=body.keep_alive),
+                                 started=started, normalize=False)
+        return JSONResponse({"embedding": result.vectors[0] if result.vectors else []})
+
+    # -- models ------------------------------------------------------------------------------
+    @r.api_route("/api/tags", methods=["GET", "HEAD"])
+    async def tags() -> dict[str, Any]:
+        from ..show import list_models_json
+
+        return {"models": await asyncio.to_thread(list_models_json, svc.store)}
+
+    @r.get("/api/ps")
+    async def ps() -> dict[str, Any]:
+        return {"models": [m.to_json() for m in svc.scheduler.loaded()]}
+
+    @r.post("/api/show")
+    async def show(request: Request) -> Response:
+        from ..show import show_model
+
+        body = await read_body(request, NameBody)
+        name = body.target
+        if not name:
+            raise ApiError(400, "model is required")
+        _check_name(name)
+        try:
+            out = await asyncio.to_thread(show_model, svc.store, name, verbose=body.verbose)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{name}' not found") from None
+        return JSONResponse(out)
+
+    @r.post("/api/copy")
+    async def copy(request: Request) -> Response:
+        body = await read_body(request, CopyBody)
+        for what, value in (("source", body.source), ("destination", body.destination)):
+            try:
+                parse_name(value)
+            except LlmcrateError:
+                raise ApiError(400, f'{what} "{value}" is invalid') from None
+        try:
+            await asyncio.to_thread(svc.store.copy, body.source, body.destination)
+        except ModelNotFound:
+            raise ApiError(404, f'model "{body.source}" not found') from None
+        return Response(status_code=200)
+
+    @r.delete("/api/delete")
+    async def delete(request: Request) -> Response:
+        body = await read_body(request, NameBody)
+        name = body.target
+        if not name:
+            raise ApiError(400, "model is required")
+        try:
+            parse_name(name)
+        except LlmcrateError:
+            raise ApiError(400, f'name "{name}" is invalid') from None
+        try:
+            await asyncio.to_thread(svc.store.delete, name)
+        except ModelNotFound:
+            raise ApiError(404, f"model '{name}' not found") from None
+        return Response(status_code=200)
+
+    @r.head("/api/blobs/{digest}")
+    async def head_blob(digest: str) -> Response:
+        _digest(digest)
+        if not await asyncio.to_thread(svc.store.has_blob, digest):
+            return JSONResponse({"error": f'blob "{digest}" not found'}, status_code=404)
+        return Response(status_code=200)
+
+    @r.post("/api/blobs/{digest}")
+    async def post_blob(digest: str, request: Request) -> Response:
+        _digest(digest)
+        if await asyncio.to_thread(svc.store.has_blob, digest):
+            return Response(status_code=200)
+        await _receive_blob(svc, digest, request)
+        return Response(status_code=201)
+
+    @r.post("/api/create")
+    async def create(request: Request) -> Response:
+        body = await read_body(request, CreateBody)
+        work = _create_job(svc, body)
+        return await _progress_answer(work, stream=body.stream is not False)
+
+    @r.post("/api/pull")
+    async def pull(request: Request) -> Response:
+        body = await read_body(request, NameBody)
+        name = body.target
+        if not name:
+            raise ApiError(400, "model is required")
+        _check_name(name)
+        work = _pull_job(svc, name, insecure=body.insecure)
+        return await _progress_answer(work, stream=body.stream is not False)
+
+    return r
+
+
+# -- answers -------------------------------------------------------------------------------
+
+def _merge_generate(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
+    if acc is None:
+        return obj
+    obj["response"] = acc["response"] + obj["response"]
+    return obj
+
+
+def _merge_chat(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
+    if acc is None:
+        return obj
+    calls = acc["message"].get("tool_calls", []) + obj["message"].get("tool_calls", [])
+    obj["message"]["content"] = acc["message"]["content"] + obj["message"]["content"]
+    if calls:
+        obj["message"]["tool_calls"] = calls
+    return obj
+
+
+async def _answer(request: Request, run: Run, obj: Callable[[Piece], dict[str, Any]], *,
+                  stream: bool, merge: Callable[[dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
+                  ) -> Response:
+    if not stream:
+        watcher = asyncio.create_task(watch_disconnect(request.receive, run.cancel))
+        acc: dict[str, Any] | None = None
+        try:
+            async for piece in run.pieces:
+                acc = merge(acc, obj(piece))
+        finally:
+            watcher.cancel()
+            await run.pieces.aclose()  # type: ignore[attr-defined]
+        if run.cancel.is_set() and (acc is None or not acc.get("done")):
+            return Response(status_code=499)
+        return JSONResponse(acc)
+    try:
+        head, rest = await first_then_rest(run.pieces)
+    except StopAsyncIteration:
+        raise ApiError(500, "generation ended without output") from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for piece in head:
+                yield _line(obj(piece))
+            async for piece in rest:
+                yield _line(obj(piece))
+        except Exception as e:  # the 200 is out: report in the stream, as Ollama does
+            yield error_line(e)
+        finally:
+            run.cancel.set()
+            await rest.aclose()  # type: ignore[attr-defined]
+
+    return StreamingResponse(body(), media_type=NDJSON)
+
+
+def _check_name(name: str) -> None:
+    try:
+        parse_name(name)
+    except LlmcrateError as e:
+        raise ApiError(400, str(e)) from None
+
+
+def _digest(digest: str) -> None:
+    try:
+        check_digest(digest)
+    except StoreError as e:
+        raise ApiError(400, str(e)) from None
+
+
+async def _receive_blob(svc: Service, digest: str, request: Request) -> None:
+    """Stream an upload into the store, hashing on the way; 400 when the digest differs."""
+    store = svc.store
+    length = request.headers.get("content-length")
+    if length and length.isdigit():
+        try:
+            await asyncio.to_thread(store.check_space, int(length))
+        except LlmcrateError as e:
+            raise ApiError(507, str(e)) from None
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store.blobs_dir)
+    tmp = Path(name)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                h.update(chunk)
+                await asyncio.to_thread(f.write, chunk)
+            await asyncio.to_thread(lambda: (f.flush(), os.fsync(f.fileno())))
+        actual = "sha256:" + h.hexdigest()
+        expected = "sha256:" + check_digest(digest)
+        if actual != expected:
+            raise ApiError(400, f'digest mismatch, expected "{expected}", got "{actual}"')
+        await asyncio.to_thread(store.commit_blob, tmp, expected, verify=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- create / pull: progress streams -------------------------------------------------------
+
+Job = Callable[[Callable[[dict[str, Any]], None]], None]
+
+
+async def _progress_answer(job: Job, *, stream: bool) -> Response:
+    """Run a blocking job that reports progress dicts; NDJSON or one final object."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    end = object()
+
+    reported: list[dict[str, Any]] = []
+
+    def report(obj: dict[str, Any]) -> None:
+        reported[:] = [obj]
+        loop.call_soon_threadsafe(queue.put_nowait, obj)
+
+    def work() -> None:
+        try:
+            job(report)
+            if not reported or reported[0].get("status") != "success":
+                report({"status": "success"})
+        except BaseException as e:  # noqa: BLE001 - becomes an error line / status
+            loop.call_soon_threadsafe(queue.put_nowait, e)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, end)
+
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+
+    async def items() -> AsyncIterator[Any]:
+        while True:
+            item = await queue.get()
+            if item is end:
+                return
+            yield item
+
+    if not stream:
+        last: dict[str, Any] = {}
+        async for item in items():
+            if isinstance(item, BaseException):
+                await task
+                err = to_api_error(item)
+                return JSONResponse({"error": err.message}, status_code=err.status)
+            last = item
+        await task
+        return JSONResponse(last)
+
+    gen = items()
+    first = await gen.__anext__()
+    if isinstance(first, BaseException):
+        err = to_api_error(first)
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _line(first)
+        async for item in gen:
+            yield error_line(item) if isinstance(item, BaseException) else _line(item)
+
+    return StreamingResponse(body(), media_type=NDJSON)
+
+
+def _create_job(svc: Service, body: CreateBody) -> Job:
+    from ..create import CreateRequest, create_from_request
+    from ..options import coerce_options
+
+    name = body.model or body.name
+    if not name:
+        raise ApiError(400, "model is required")
+    _check_name(name)
+    if body.quantize:
+        raise ApiError(400, "quantization is not supported by llmcrate; quantize before bundling")
+    if not body.from_ and not body.files:
+        raise ApiError(400, "neither 'from' or 'files' was specified")
+    try:
+        params, _ = coerce_options(body.parameters, strict=True)
+    except LlmcrateError as e:
+        raise ApiError(400, str(e)) from None
+    licenses = body.license
+    if isinstance(licenses, str):
+        licenses = [licenses]
+    req = CreateRequest(from_model=body.from_, files=body.files, adapters=body.adapters,
+                        template=body.template, system=body.system, parameters=params,
+                        licenses=licenses, messages=body.messages)
+
+    def job(report: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            create_from_request(svc.store, name, req, progress=lambda s: report({"status": s}))
+        except ModelNotFound as e:
+            raise ApiError(404, str(e)) from None
+        except LlmcrateError as e:
+            raise ApiError(400 if status_for(e) == 400 else status_for(e), str(e)) from None
+
+    return job
+
+
+def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
+    from ..registry import pull_model
+
+    def job(report: Callable[[dict[str, Any]], None]) -> None:
+        def progress(update: Any) -> None:
+            if isinstance(update, str):
+                report({"status": update})
+            elif isinstance(update, dict):
+                report({k: v for k, v in update.items() if v is not None})
+            else:
+                report({k: v for k, v in vars(update).items() if v is not None})
+
+        pull_model(svc.store, name, insecure=insecure, progress=progress)
+
+    return job
+

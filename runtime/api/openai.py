@@ -1,0 +1,349 @@
+"""OpenAI-compatible routes under ``/v1``, translated the way Ollama's openai package does.
+
+Requests become native chat/generate/embed runs; answers are OpenAI objects, streams are
+server-sent events ending with ``data: [DONE]``. Defaults follow Ollama's translation:
+``temperature`` and ``top_p`` default to 1.0 when the request leaves them out.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import struct
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..errors import LlmcrateError
+from ..names import parse_name
+from .errors import ApiError, openai_body, to_api_error
+from .inference import Instant, Run, run_embed, start_chat, start_generate
+from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
+from .service import Service, watch_disconnect
+
+FINGERPRINT = "fp_ollama"
+
+
+def _sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def _stops(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise ApiError(400, "invalid type for 'stop' field")
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"invalid type for '{key}' field")
+    return value
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    stops = _stops(body.get("stop"))
+    if stops is not None:
+        opts["stop"] = stops
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is not None:
+        opts["num_predict"] = _number({"max_tokens": max_tokens}, "max_tokens")
+    temperature = _number(body, "temperature")
+    opts["temperature"] = 1.0 if temperature is None else temperature
+    top_p = _number(body, "top_p")
+    opts["top_p"] = 1.0 if not top_p else top_p
+    for key in ("seed", "frequency_penalty", "presence_penalty"):
+        value = _number(body, key)
+        if value is not None:
+            opts[key] = value
+    return opts
+
+
+def _format(body: dict[str, Any]) -> Any:
+    rf = body.get("response_format")
+    if not isinstance(rf, dict):
+        return None
+    kind = str(rf.get("type", "")).strip().lower()
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        schema = (rf.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None
+
+
+def _messages(raw: Any) -> list[Message]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "[] is too short - 'messages'")
+    calls_by_id: dict[str, str] = {}
+    out: list[Message] = []
+    for m in raw:
+        if not isinstance(m, dict):
+            raise ApiError(400, "invalid message format")
+        role = str(m.get("role", ""))
+        tool_calls = None
+        if m.get("tool_calls"):
+            tool_calls = []
+            for tc in m["tool_calls"]:
+                fn = (tc or {}).get("function") or {}
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    raise ApiError(400, "invalid tool call arguments") from None
+                calls_by_id[str(tc.get("id", ""))] = fn.get("name", "")
+                tool_calls.append({"function": {"name": fn.get("name", ""), "arguments": args}})
+        tool_name = None
+        if role == "tool":
+            tool_name = m.get("name") or calls_by_id.get(str(m.get("tool_call_id", ""))) or None
+        content = m.get("content")
+        if isinstance(content, str) or content is None:
+            if content is None and tool_calls is None:
+                raise ApiError(400, "invalid message content type: <nil>")
+            out.append(Message(role=role, content=content or "", tool_calls=tool_calls,
+                               tool_name=tool_name))
+        elif isinstance(content, list):
+            texts, images = [], []
+            for part in content:
+                if not isinstance(part, dict):
+                    raise ApiError(400, "invalid message format")
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+                elif part.get("type") == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if not isinstance(url, str) or ";base64," not in url:
+                        raise ApiError(400, "invalid image input")
+                    images.append(url.split(";base64,", 1)[1])
+                else:
+                    raise ApiError(400, "invalid message format")
+            out.append(Message(role=role, content="".join(texts), images=images or None,
+                               tool_calls=tool_calls, tool_name=tool_name))
+        else:
+            raise ApiError(400, f"invalid message content type: {type(content).__name__}")
+    return out
+
+
+def _openai_calls(calls: list[dict[str, Any]], start: int = 0) -> list[dict[str, Any]]:
+    out = []
+    for i, c in enumerate(calls):
+        fn = c.get("function", {})
+        out.append({"id": c.get("id", ""), "index": start + i, "type": "function",
+                    "function": {"name": fn.get("name", ""),
+                                 "arguments": json.dumps(fn.get("arguments", {}))}})
+    return out
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def router(svc: Service) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    @r.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        raw = await read_json(request)
+        if not isinstance(raw, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        stream = bool(raw.get("stream"))
+        include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
+        body = parse_body({"model": raw.get("model", ""), "tools": raw.get("tools") or None,
+                           "options": _options(raw), "format": _format(raw), "stream": stream},
+                          ChatBody)
+        body.messages = _messages(raw.get("messages"))
+        run = await start_chat(svc, body, started=started)
+        assert not isinstance(run, Instant)   # messages are never empty here
+        cid = f"chatcmpl-{random.randrange(1000)}"
+        created = int(time.time())
+        model = body.model
+        if not stream:
+            text, calls, final = await _collect(request, run)
+            finish = "tool_calls" if calls else final.done_reason
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = _openai_calls(calls)
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "system_fingerprint": FINGERPRINT,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": _usage(final.prompt_eval_count, final.eval_count),
+            })
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": model, "system_fingerprint": FINGERPRINT,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        async def events() -> AsyncIterator[bytes]:
+            sent_calls = 0
+            try:
+                async for piece in run.pieces:
+                    delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
+                    if piece.tool_calls:
+                        delta["tool_calls"] = _openai_calls(piece.tool_calls, sent_calls)
+                        sent_calls += len(piece.tool_calls)
+                    final = piece.final
+                    if final is None:
+                        yield _sse(chunk(delta, None))
+                        continue
+                    finish = "tool_calls" if sent_calls else final.done_reason
+                    yield _sse(chunk(delta, finish))
+                    if include_usage:
+                        last = chunk(delta, finish)
+                        last["choices"] = []
+                        last["usage"] = _usage(final.prompt_eval_count, final.eval_count)
+                        yield _sse(last)
+                yield b"data: [DONE]\n\n"
+            except Exception as e:  # noqa: BLE001 - headers are out: report in the stream
+                err = to_api_error(e)
+                yield _sse(openai_body(err.status, err.message))
+            finally:
+                run.cancel.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @r.post("/completions")
+    async def completions(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        raw = await read_json(request)
+        if not isinstance(raw, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        prompt = raw.get("prompt", "")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be a string")
+        stream = bool(raw.get("stream"))
+        include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
+        body = parse_body({"model": raw.get("model", ""), "prompt": prompt,
+                           "suffix": raw.get("suffix") or "", "options": _options(raw),
+                           "stream": stream}, GenerateBody)
+        if not body.prompt:
+            raise ApiError(400, "prompt is required")
+        run = await start_generate(svc, body, started=started)
+        assert not isinstance(run, Instant)
+        cid = f"cmpl-{random.randrange(1000)}"
+        model = body.model
+        if not stream:
+            text, _, final = await _collect(request, run)
+            return JSONResponse({
+                "id": cid, "object": "text_completion", "created": int(time.time()),
+                "model": model, "system_fingerprint": FINGERPRINT,
+                "choices": [{"text": text, "index": 0, "finish_reason": final.done_reason}],
+                "usage": _usage(final.prompt_eval_count, final.eval_count),
+            })
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            return {"id": cid, "object": "text_completion", "created": int(time.time()),
+                    "choices": [{"text": text, "index": 0, "finish_reason": finish}],
+                    "model": model, "system_fingerprint": FINGERPRINT}
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for piece in run.pieces:
+                    final = piece.final
+                    yield _sse(chunk(piece.content, final.done_reason if final else None))
+                    if final is not None and include_usage:
+                        last = chunk("", final.done_reason)
+                        last["choices"] = []
+                        last["usage"] = _usage(final.prompt_eval_count, final.eval_count)
+                        yield _sse(last)
+                yield b"data: [DONE]\n\n"
+            except Exception as e:  # noqa: BLE001
+                err = to_api_error(e)
+                yield _sse(openai_body(err.status, err.message))
+            finally:
+                run.cancel.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @r.get("/models")
+    async def models() -> dict[str, Any]:
+        from ..show import list_models_json
+
+        items = await asyncio.to_thread(list_models_json, svc.store)
+        return {"object": "list", "data": [_model_obj(m["name"], m["modified_at"]) for m in items]}
+
+    @r.get("/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        info = await svc.model_info(model, not_found=f"model '{model}' not found")
+        return {"id": model, "object": "model", "created": int(info.modified_at),
+                "owned_by": _owner(model)}
+
+    @r.post("/embeddings")
+    async def embeddings(request: Request) -> Response:
+        started = time.perf_counter_ns()
+        raw = await read_json(request)
+        if not isinstance(raw, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        fmt = raw.get("encoding_format") or "float"
+        if str(fmt).lower() not in ("float", "base64"):
+            raise ApiError(400, f"Invalid value for 'encoding_format' = {fmt}. "
+                                "Supported values: ['float', 'base64'].")
+        inputs = raw.get("input")
+        if inputs is None or inputs == "" or inputs == []:
+            raise ApiError(400, "invalid input")
+        if isinstance(inputs, list) and not all(isinstance(x, str) for x in inputs):
+            raise ApiError(400, "invalid input type: token arrays are not supported")
+        dims = raw.get("dimensions")
+        body = EmbedBody(model=str(raw.get("model", "")), input=inputs,
+                         dimensions=dims if isinstance(dims, int) else None)
+        result = await run_embed(svc, body, started=started)
+        data = []
+        for i, vec in enumerate(result.vectors):
+            emb: Any = vec
+            if str(fmt).lower() == "base64":
+                emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+            data.append({"object": "embedding", "embedding": emb, "index": i})
+        return JSONResponse({"object": "list", "data": data, "model": body.model,
+                             "usage": {"prompt_tokens": result.prompt_eval_count,
+                                       "total_tokens": result.prompt_eval_count}})
+
+    return r
+
+
+def _owner(name: str) -> str:
+    try:
+        return parse_name(name).namespace
+    except LlmcrateError:
+        return "library"
+
+
+def _model_obj(name: str, modified: str) -> dict[str, Any]:
+    import datetime as dt
+
+    try:
+        created = int(dt.datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        created = 0
+    return {"id": name, "object": "model", "created": created, "owned_by": _owner(name)}
+
+
+async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]], Any]:
+    watcher = asyncio.create_task(watch_disconnect(request.receive, run.cancel))
+    parts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    final = None
+    try:
+        async for piece in run.pieces:
+            parts.append(piece.content)
+            calls.extend(piece.tool_calls)
+            if piece.final is not None:
+                final = piece.final
+    finally:
+        watcher.cancel()
+    if final is None:
+        raise ApiError(500, "generation ended without a result")
+    return "".join(parts), calls, final

@@ -1,0 +1,85 @@
+"""The seam between the API and :mod:`runtime.prompt`: building prompts, parsing tool calls.
+
+Everything about templates (Go templates, the GGUF's Jinja template, truncation to
+``num_ctx``) lives in :mod:`runtime.prompt`; this module hands it what the routers have.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any, Callable, Sequence
+
+from ..model import ModelInfo
+from .service import gguf_facts
+
+from ..prompt import ToolCallParser, chat_prompt, generate_prompt
+
+logger = logging.getLogger(__name__)
+
+Tokenize = Callable[[str], Sequence[int]]
+
+
+def _jinja(info: ModelInfo) -> tuple[str | None, str, str]:
+    if info.template is not None:
+        return None, "", ""
+    facts = gguf_facts(info.model_path)
+    return facts.chat_template, facts.bos, facts.eos
+
+
+def build_chat_prompt(info: ModelInfo, messages: list[dict[str, Any]], *,
+                      tools: list[dict[str, Any]] | None, tokenize: Tokenize, num_ctx: int,
+                      think: Any = None) -> str:
+    """Ollama's chat prompt: the model's MESSAGEs, then the request's, SYSTEM prepended,
+    oldest turns dropped until it fits ``num_ctx``."""
+    jinja, bos, eos = _jinja(info)
+    return chat_prompt(template=info.template, jinja_template=jinja,
+                       messages=[dict(m) for m in info.messages] + messages, tools=tools or None,
+                       system=info.system, think=think, bos_token=bos, eos_token=eos,
+                       count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx)
+
+
+def build_generate_prompt(info: ModelInfo, *, prompt: str, system: str, suffix: str,
+                          template: str, has_context: bool, tokenize: Tokenize, num_ctx: int,
+                          think: Any = None) -> str:
+    """Ollama's /api/generate prompt: the chat flow unless a suffix or a template is given."""
+    jinja, bos, eos = _jinja(info)
+    if not suffix and not template:
+        msgs: list[dict[str, Any]] = [] if has_context else [dict(m) for m in info.messages]
+        msgs.append({"role": "user", "content": prompt})
+        return chat_prompt(template=info.template, jinja_template=jinja, messages=msgs,
+                           system=system or info.system, think=think, bos_token=bos,
+                           eos_token=eos, count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx)
+    return generate_prompt(template=template or info.template, jinja_template=jinja,
+                           prompt=prompt, system=system or info.system, suffix=suffix,
+                           think=think, bos_token=bos, eos_token=eos)
+
+
+class ToolCalls:
+    """Separates tool calls from content as text streams in (Ollama's tools.Parser)."""
+
+    def __init__(self, info: ModelInfo, tools: list[dict[str, Any]]) -> None:
+        template = info.template if info.template is not None else _jinja(info)[0]
+        self._parser = ToolCallParser(template, tools)
+
+    def add(self, text: str) -> tuple[list[dict[str, Any]], str]:
+        content, calls = self._parser.add(text)
+        return [with_id(c) for c in calls], content
+
+    def finish(self) -> tuple[list[dict[str, Any]], str]:
+        content, calls = self._parser.finish()
+        return [with_id(c) for c in calls], content
+
+
+def with_id(call: Any) -> dict[str, Any]:
+    """A tool call as Ollama writes it: ``{"id", "function": {"index", "name", "arguments"}}``."""
+    if not isinstance(call, dict):
+        call = dict(call)
+    fn = dict(call.get("function") or {})
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            fn["arguments"] = json.loads(args)
+        except ValueError:
+            pass
+    return {"id": call.get("id") or "call_" + uuid.uuid4().hex[:8], "function": fn}

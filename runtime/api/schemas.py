@@ -1,0 +1,145 @@
+"""Request bodies of the native API (Ollama's ``api/types.go``), checked with pydantic.
+
+Unknown fields are ignored, as Go's ``encoding/json`` does. Responses are plain dicts built
+by the routers, so their field order and omissions match Ollama's JSON.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ApiError
+
+#: JSON bodies larger than this are refused (blob uploads stream and are not limited).
+MAX_JSON_BODY = 64 << 20
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Message(_Body):
+    role: str
+    content: str | None = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+
+
+class GenerateBody(_Body):
+    model: str = ""
+    prompt: str = ""
+    suffix: str = ""
+    system: str = ""
+    template: str = ""
+    context: list[int] | None = None
+    stream: bool | None = None
+    raw: bool = False
+    format: Any = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: Any = None
+    think: Any = None
+
+
+class ChatBody(_Body):
+    model: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    format: Any = None
+    options: dict[str, Any] | None = None
+    stream: bool | None = None
+    keep_alive: Any = None
+    think: Any = None
+
+
+class EmbedBody(_Body):
+    model: str = ""
+    input: Any = None
+    truncate: bool | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: Any = None
+    dimensions: int | None = None
+
+
+class EmbeddingsBody(_Body):
+    model: str = ""
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: Any = None
+
+
+class NameBody(_Body):
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+    insecure: bool = False
+    stream: bool | None = None
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class CopyBody(_Body):
+    source: str = ""
+    destination: str = ""
+
+
+class CreateBody(_Body):
+    model: str = ""
+    name: str = ""
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    license: Any = None
+    messages: list[dict[str, Any]] | None = None
+    quantize: str | None = None
+    modelfile: str | None = None
+    stream: bool | None = None
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body; ApiError 400 for a missing/bad body, 413 when too large."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+        raise ApiError(413, f"request body too large (limit {MAX_JSON_BODY >> 20} MiB)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise ApiError(413, f"request body too large (limit {MAX_JSON_BODY >> 20} MiB)")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "missing request body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"invalid JSON in request body: {e}") from None
+
+
+def parse_body(data: Any, model: type[B]) -> B:
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise ApiError(400, f'invalid value for "{where}": {first.get("msg", "invalid")}') from None
+
+
+async def read_body(request: Request, model: type[B]) -> B:
+    return parse_body(await read_json(request), model)

@@ -1,0 +1,229 @@
+"""What the routers share: model lookup, options, keep_alive, format grammars, and running a
+generation on an engine thread while the event loop streams its chunks.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from ..config import Settings, parse_duration
+from ..engine import Chunk, LoadOptions, SamplingOptions
+from ..errors import ConfigError, GGUFError, InvalidName, LlmcrateError, ModelNotFound
+from ..model import ModelInfo, load_model_info
+from ..names import parse_name
+from ..options import coerce_options, resolve_options
+from ..scheduler import Lease, ModelRef, Scheduler
+from ..store import Store
+from .errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class GGUFFacts:
+    chat_template: str | None = None
+    bos: str = ""
+    eos: str = ""
+    context_length: int | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def gguf_facts(path: Path) -> GGUFFacts:
+    """Header facts the server needs (blobs are content-addressed, so caching by path is safe)."""
+    from ..gguf_info import read_gguf_info
+
+    try:
+        gi = read_gguf_info(path)
+    except GGUFError as e:
+        logger.warning("%s", e)
+        return GGUFFacts()
+    return GGUFFacts(gi.chat_template, gi.token("bos") or "", gi.token("eos") or "",
+                     gi.context_length)
+
+
+@dataclass
+class Prepared:
+    """A request's model, merged options and lease, with its timing start."""
+
+    info: ModelInfo
+    options: dict[str, Any]
+    lease: Lease
+    started: int        # perf_counter_ns at request start
+    loaded: int         # perf_counter_ns when the engine was ready
+
+    @property
+    def load_duration(self) -> int:
+        return max(0, self.loaded - self.started)
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
+        self.settings = settings
+        self.store = store
+        self.scheduler = scheduler
+
+    # -- models ------------------------------------------------------------------------------
+    async def model_info(self, name: str, *, not_found: str | None = None) -> ModelInfo:
+        """Resolve a model by name; ApiError 400 for a bad name, 404 when absent."""
+        if not name:
+            raise ApiError(400, "model is required")
+        try:
+            parse_name(name)
+        except InvalidName as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            return await asyncio.to_thread(load_model_info, self.store, name)
+        except ModelNotFound:
+            raise ApiError(404, not_found or f"model '{name}' not found") from None
+
+    def options(self, info: ModelInfo, request_options: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults < Modelfile params < request options; unknown names are logged and dropped."""
+        typed, warnings = coerce_options(request_options, strict=False)
+        for w in warnings:
+            logger.warning("%s", w)
+        model_params, _ = coerce_options(info.params, strict=False)
+        return resolve_options(model_params, typed, context_length=self.settings.context_length)
+
+    def keep_alive(self, value: Any) -> float | None:
+        if value is None or value == "":
+            return None
+        try:
+            return parse_duration(value, key="keep_alive")
+        except ConfigError as e:
+            raise ApiError(400, str(e)) from None
+
+    def model_ref(self, info: ModelInfo, options: dict[str, Any], *, embedding: bool) -> ModelRef:
+        # like Ollama's llm server: a num_ctx beyond what the model was trained on is clamped
+        trained = gguf_facts(info.model_path).context_length
+        if trained and int(options.get("num_ctx") or 0) > trained:
+            logger.warning("requested context size %s too large for %s; using %d",
+                           options.get("num_ctx"), info.name.display, trained)
+            options = {**options, "num_ctx": trained}
+        load = LoadOptions.from_options(
+            model_path=info.model_path, options=options, embedding=embedding,
+            lora_path=info.adapters[0] if info.adapters else None,
+            default_ctx=self.settings.context_length)
+        return ModelRef(name=info.name.display, digest=info.digest, load=load,
+                        details=dict(info.details))
+
+    async def prepare(self, info: ModelInfo, options: dict[str, Any], keep_alive: Any, *,
+                      started: int, embedding: bool = False) -> Prepared:
+        ref = self.model_ref(info, options, embedding=embedding)
+        lease = await self.scheduler.acquire(ref, keep_alive=self.keep_alive(keep_alive))
+        return Prepared(info=info, options=options, lease=lease, started=started,
+                        loaded=time.perf_counter_ns())
+
+    # -- generation --------------------------------------------------------------------------
+    async def stream(self, prepared: Prepared, prompt: str | list[int], *, grammar: str | None,
+                     cancel: threading.Event) -> AsyncIterator[Chunk]:
+        """Run the generation on its own thread; yield chunks; release the engine at the end.
+
+        Setting ``cancel`` (or closing this iterator, as a disconnect does) stops generation
+        before the next token. The engine goes back to the scheduler only once the thread has
+        stopped touching it.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sampling = SamplingOptions.from_options(prepared.options)
+        engine = prepared.lease.engine
+        lease = prepared.lease
+
+        def post(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+        def work() -> None:
+            try:
+                for chunk in engine.generate(prompt, sampling, grammar=grammar, cancel=cancel):
+                    post(chunk)
+            except BaseException as e:  # noqa: BLE001 - forwarded to the request
+                post(e)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self.scheduler.release, lease)
+                except RuntimeError:
+                    pass
+                post(_END)
+
+        threading.Thread(target=work, name="llmcrate-generate", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+
+    def release(self, prepared: Prepared) -> None:
+        self.scheduler.release(prepared.lease)
+
+
+def grammar_for(fmt: Any) -> str | None:
+    """Ollama's ``format``: "json" or a JSON schema object -> a GBNF grammar for llama.cpp."""
+    if fmt is None or fmt == "" or fmt == {}:
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if isinstance(fmt, str):
+        if fmt.strip() == "json":
+            return JSON_GBNF
+        try:
+            fmt = json.loads(fmt)
+        except ValueError:
+            raise ApiError(400, f'invalid format: "{fmt}"; expected "json" or a JSON schema') from None
+    if not isinstance(fmt, dict):
+        raise ApiError(400, 'invalid format: expected "json" or a JSON schema object')
+    try:
+        return json_schema_to_gbnf(json.dumps(fmt))
+    except Exception as e:  # noqa: BLE001 - the schema is the client's input
+        raise ApiError(400, f"invalid JSON schema in format: {e}") from None
+
+
+def now_iso() -> str:
+    """Go's time.Now().UTC() as encoding/json writes it (RFC 3339, nanosecond precision)."""
+    t = time.time_ns()
+    secs, ns = divmod(t, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    frac = f"{ns:09d}".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+def metrics(chunk: Chunk, prepared: Prepared) -> dict[str, Any]:
+    """The final object's counters, in nanoseconds."""
+    return {
+        "total_duration": time.perf_counter_ns() - prepared.started,
+        "load_duration": prepared.load_duration,
+        "prompt_eval_count": chunk.prompt_eval_count,
+        "prompt_eval_duration": chunk.prompt_eval_duration,
+        "eval_count": chunk.eval_count,
+        "eval_duration": chunk.eval_duration,
+    }
+
+
+async def watch_disconnect(receive: Callable[[], Any], cancel: threading.Event) -> None:
+    """Set ``cancel`` when the client goes away (for answers that are not streamed)."""
+    while not cancel.is_set():
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            cancel.set()
+            return
+
+
+def domain_error(err: LlmcrateError) -> ApiError:
+    from .errors import status_for
+
+    return ApiError(status_for(err), str(err))

@@ -10,6 +10,7 @@ from typing import Any
 from ..client import Client
 from ..errors import InvalidName, LlmcrateError, ModelNotFound, ServerUnavailable
 from ..format import human_bytes, human_time, table
+from ..options import coerce_parameter
 from .chat import Json, Session, Spinner, WordWrapper, _err, _out, _request_format, stats_block, stream_reply
 from .models import render_show
 from .server import parse_timestamp
@@ -84,37 +85,11 @@ USAGE_PARAMETERS = """Available Parameters:
 
 """
 
-#: Ollama's runtime options and their types, for ``/set parameter`` (api.Options).
-PARAMETER_TYPES: dict[str, type] = {
-    **dict.fromkeys(("num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch",
-                     "num_gpu", "main_gpu", "num_thread", "mirostat"), int),
-    **dict.fromkeys(("top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty",
-                     "frequency_penalty", "tfs_z", "mirostat_tau", "mirostat_eta"), float),
-    **dict.fromkeys(("use_mmap", "use_mlock", "numa", "low_vram", "penalize_newline", "vocab_only"), bool),
-    "stop": list,
-}
-
-
 def parse_parameter(name: str, values: list[str]) -> Any:
-    """Convert ``/set parameter NAME VALUE...`` to the option's type; ValueError says why not."""
-    kind = PARAMETER_TYPES.get(name)
-    if kind is None:
-        raise ValueError(f"unknown parameter '{name}'")
-    if kind is list:
-        return list(values)
-    value = values[0]
-    try:
-        if kind is int:
-            return int(value)
-        if kind is float:
-            return float(value)
-    except ValueError:
-        raise ValueError(f"invalid {kind.__name__} value [{value}]") from None
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise ValueError(f"invalid bool value [{value}]")
+    """Convert ``/set parameter NAME VALUE...`` to the option's type (the Modelfile's rules);
+    ``OptionError`` (a ValueError) says why not. List options such as ``stop`` take every value."""
+    value = coerce_parameter(name, values[0])
+    return list(values) if isinstance(value, list) else value
 
 
 def _history_file() -> Path:
@@ -288,7 +263,7 @@ class Repl:
             try:
                 value = parse_parameter(args[2], args[3:])
             except ValueError as e:
-                _out(f'Couldn\'t set parameter: "{e}"\n')
+                _out(f"Couldn't set parameter: {e}\n")
                 return
             self.s.options[args[2]] = value
             _out(f"Set parameter '{args[2]}' to '{', '.join(args[3:])}'\n")

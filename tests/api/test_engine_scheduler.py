@@ -150,3 +150,30 @@ def test_scheduler_load_failure_reaches_waiters(tmp_path: Path, tiny_gguf: Path)
         await sched.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_loading_never_blocks_other_models(tiny_gguf: Path, tmp_path: Path) -> None:
+    import time
+
+    slow_path = tmp_path / "slow.gguf"
+    slow_path.write_bytes(tiny_gguf.read_bytes())
+
+    def loader(opts: LoadOptions) -> Engine:
+        if opts.model_path == slow_path:
+            time.sleep(1.5)                 # a big model still reading from disk
+        return Engine.load(opts)
+
+    async def scenario() -> None:
+        sched = Scheduler(Settings(models_dir=tmp_path), loader=loader)
+        fast = _ref(tiny_gguf, "fast:latest", "sha256:ee")
+        sched.release(await sched.acquire(fast))
+        slow_task = asyncio.create_task(sched.acquire(_ref(slow_path, "slow:latest", "sha256:ff")))
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        lease = await sched.acquire(fast)
+        assert time.monotonic() - t0 < 0.5 and not slow_task.done()
+        sched.release(lease)
+        sched.release(await asyncio.wait_for(slow_task, 10))
+        await sched.shutdown()
+
+    asyncio.run(scenario())

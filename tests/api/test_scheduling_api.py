@@ -1,0 +1,147 @@
+"""Scheduling through the live server: parallel slots, queue overflow, cancellation,
+keep_alive, LRU eviction, a corrupt model, and the busy-port error of ``serve``."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+import pytest
+
+from tests.api.conftest import CHATML_TOOLS_TEMPLATE, build_tiny_store
+from tests.conftest import make_tiny_model
+
+TINY = "tiny"
+LONG = {"num_predict": 20000, "num_ctx": 32768, "seed": 1}   # ~30 s of tokens if not stopped
+
+
+@pytest.fixture
+def long_store(tmp_path: Path) -> Any:
+    """A store whose model may use a 64k context, so generations can run for many seconds."""
+    gguf = make_tiny_model.write_tiny_gguf(tmp_path / "long.gguf", context_length=65536)
+    return build_tiny_store(tmp_path / "long-models", gguf)
+
+
+def _generate(url: str, timeout: float = 60, **body: Any) -> httpx.Response:
+    return httpx.post(url + "/api/generate", json={"model": TINY, "stream": False, **body},
+                      timeout=timeout)
+
+
+def test_parallel_requests_share_contexts_without_interfering(live_server) -> None:
+    url = live_server(num_parallel=2)
+    body = {"prompt": "same prompt", "options": {"seed": 9, "num_predict": 40}}
+    expected = _generate(url, **body).json()["response"]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _generate(url, **body), range(4)))
+    assert [r.status_code for r in results] == [200] * 4
+    assert {r.json()["response"] for r in results} == {expected}
+    [loaded] = ollama.Client(host=url).ps().models
+    assert loaded.model == "tiny:latest" and loaded.size > 0
+
+
+def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_store) -> None:
+    url = live_server(store=long_store, num_parallel=1, max_queue=1)
+    with httpx.Client(timeout=60) as c:
+        _generate(url, prompt="", options=LONG)           # load first
+        with c.stream("POST", url + "/api/generate",
+                      json={"model": TINY, "prompt": "go on", "options": LONG}) as running:
+            lines = running.iter_lines()
+            assert json.loads(next(lines))["done"] is False   # the only slot is busy now
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(_generate, url, prompt="hi",
+                                      options={**LONG, "num_predict": 3})
+                time.sleep(0.5)
+                busy = _generate(url, prompt="hi", options={**LONG, "num_predict": 3})
+                assert busy.status_code == 503
+                assert busy.json() == {"error": "server busy, please try again.  maximum "
+                                                "pending requests exceeded"}
+                assert not waiting.done()
+                start = time.monotonic()
+                running.close()                            # client goes away mid-generation
+                r = waiting.result(timeout=20)
+        elapsed = time.monotonic() - start
+    assert r.status_code == 200 and r.json()["eval_count"] == 3
+    assert elapsed < 5, f"slot freed only after {elapsed:.1f}s: generation was not cancelled"
+
+
+def test_non_streaming_disconnect_cancels(live_server, long_store) -> None:
+    url = live_server(store=long_store, num_parallel=1)
+    _generate(url, prompt="", options=LONG)
+    with pytest.raises(httpx.ReadTimeout):
+        _generate(url, timeout=1.0, prompt="go", options=LONG)
+    start = time.monotonic()
+    r = _generate(url, prompt="hi", options={**LONG, "num_predict": 2})
+    assert r.status_code == 200
+    assert time.monotonic() - start < 5
+
+
+def test_keep_alive_expiry_and_forever(live_server) -> None:
+    url = live_server(keep_alive=1.0)                      # OLLAMA_KEEP_ALIVE=1s
+    client = ollama.Client(host=url)
+    client.generate(model=TINY, prompt="x", options={"num_predict": 1})
+    [m] = client.ps().models
+    left = m.expires_at.timestamp() - time.time()
+    assert 0 < left <= 1.5
+    time.sleep(1.6)
+    assert client.ps().models == []
+    client.generate(model=TINY, prompt="x", options={"num_predict": 1}, keep_alive="1h")
+    [m] = client.ps().models
+    assert 3500 < m.expires_at.timestamp() - time.time() <= 3600
+    client.generate(model=TINY, prompt="x", options={"num_predict": 1}, keep_alive=-1)
+    [m] = client.ps().models
+    assert m.expires_at.year > 2100
+    client.generate(model=TINY, prompt="x", options={"num_predict": 1}, keep_alive=0)
+    assert client.ps().models == []
+
+
+def test_max_loaded_models_evicts_least_recently_used(live_server, tiny_store) -> None:
+    from runtime.create import CreateRequest, create_from_request
+
+    create_from_request(tiny_store, "other", CreateRequest(from_model="tiny", system="other"))
+    url = live_server(max_loaded_models=1)
+    client = ollama.Client(host=url)
+    client.generate(model=TINY, prompt="x", options={"num_predict": 1})
+    client.generate(model="other", prompt="x", options={"num_predict": 1})
+    assert [m.model for m in client.ps().models] == ["other:latest"]
+
+
+def test_corrupt_model_is_a_clear_500_and_server_stays_up(live_server, tiny_store,
+                                                           tmp_path: Path) -> None:
+    from runtime.create import CreateRequest, create_from_request
+
+    gguf = make_tiny_model.write_tiny_gguf(tmp_path / "other.gguf", seed=7)
+    blob = tiny_store.add_blob_file(gguf)
+    create_from_request(tiny_store, "broken", CreateRequest(files={"x.gguf": blob.digest},
+                                                            template=CHATML_TOOLS_TEMPLATE))
+    path = tiny_store.blob_path(blob.digest)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])               # truncated on disk after create
+    url = live_server()
+    r = _generate(url, model="broken", prompt="hi")
+    assert r.status_code == 500
+    assert "unable to load model" in r.json()["error"]
+    r = httpx.post(url + "/api/chat", json={"model": "broken", "stream": True,
+                                            "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 500 and r.json()["error"]
+    ok = _generate(url, prompt="hi", options={"num_predict": 2})
+    assert ok.status_code == 200 and ok.json()["done"]
+    assert [m.model for m in ollama.Client(host=url).ps().models] == ["tiny:latest"]
+
+
+def test_serve_reports_a_busy_port(models_dir: Path) -> None:
+    from runtime.config import HostAddr, load_settings
+    from runtime.errors import AddressInUse
+    from runtime.server_main import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(AddressInUse, match=f"127.0.0.1:{port} already in use"):
+            serve(load_settings(host=HostAddr(port=port)))
+

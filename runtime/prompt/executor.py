@@ -61,10 +61,15 @@ class State:
             raise ExecError(f"output exceeds the limit of {self.max_output} characters", pos)
         self.out.append(s)
 
-    def step(self, pos: int) -> None:
-        self.steps += 1
+    def step(self, pos: int, count: bool = False) -> None:
+        # Checked per range iteration and template call: the only ways output can grow without
+        # bound (text is fixed; one value is bounded by the data or by funcs.MAX_VALUE).
+        if count:
+            self.steps += 1
         if self.steps > self.max_steps:
             raise ExecError(f"execution exceeds the limit of {self.max_steps} steps", pos)
+        if self.size > self.max_output:
+            raise ExecError(f"output exceeds the limit of {self.max_output} characters", pos)
 
     def lookup(self, name: str, pos: int) -> Any:
         for i in range(len(self.vars) - 1, -1, -1):
@@ -114,7 +119,12 @@ def get_field(obj: Any, name: str, pos: int) -> Any:
 
 def _walk_fields(obj: Any, idents: tuple[str, ...], pos: int) -> Any:
     for name in idents:
-        obj = get_field(obj, name, pos)
+        if type(obj) is dict:
+            obj = obj.get(name)
+        elif isinstance(obj, GoStruct) and name[:1].isupper() and name in obj._go_fields:
+            obj = getattr(obj, name)
+        else:
+            obj = get_field(obj, name, pos)
     return obj
 
 
@@ -165,10 +175,10 @@ class Compiler:
         if isinstance(n, N.Text):
             text, pos = n.text, n.pos
 
+            size = len(text)
+
             def text_node(st: State, dot: Any) -> None:
-                st.size += len(text)
-                if st.size > st.max_output:
-                    raise ExecError(f"output exceeds the limit of {st.max_output} characters", pos)
+                st.size += size         # checked in State.step and at the end
                 st.out.append(text)
             return text_node
         if isinstance(n, N.Action):
@@ -212,6 +222,23 @@ class Compiler:
         pipe = self.pipeline(n.pipe)
         body = self.list(n.body)
         else_body = self.list(n.else_body) if n.else_body is not None else None
+        if not _declares(n):
+            # no variable can be declared in this scope: nothing to pop at {{end}}
+            if is_with:
+                def run_with(st: State, dot: Any) -> None:
+                    v = pipe(st, dot)
+                    if is_true(v):
+                        body(st, v)
+                    elif else_body is not None:
+                        else_body(st, dot)
+                return run_with
+
+            def run_if(st: State, dot: Any) -> None:
+                if is_true(pipe(st, dot)):
+                    body(st, dot)
+                elif else_body is not None:
+                    else_body(st, dot)
+            return run_if
 
         def run(st: State, dot: Any) -> None:
             mark = len(st.vars)
@@ -248,6 +275,10 @@ class Compiler:
                     st.vars.append([decl[0], key])
                     st.vars.append([decl[1], elem])
 
+        two = len(decl) == 2 and not is_assign
+        one = len(decl) == 1 and not is_assign
+        needs_pop = bool(decl) or _declares(n)
+
         def run(st: State, dot: Any) -> None:
             mark = len(st.vars)
             v = pipe(st, dot)
@@ -263,26 +294,35 @@ class Compiler:
                 if v > st.max_steps:
                     raise ExecError(f"execution exceeds the limit of {st.max_steps} steps", pos)
                 items = ((i, i) for i in range(v))
-                if len(decl) == 1:
-                    items = ((i, i) for i in range(v))
             else:
                 raise ExecError(f"range can't iterate over {printable(v)}", pos)
             ran = False
+            out_vars = st.vars
             for key, elem in items:
                 ran = True
-                st.step(pos)
-                set_vars(st, key, elem)
+                st.steps += 1
+                if st.steps > st.max_steps or st.size > st.max_output:
+                    st.step(pos)
+                if two:
+                    out_vars.append([decl[0], key])
+                    out_vars.append([decl[1], elem])
+                elif one:
+                    out_vars.append([decl[0], elem])
+                elif decl:
+                    set_vars(st, key, elem)
                 try:
                     body(st, elem)
                 except _Continue:
                     pass
                 except _Break:
-                    del st.vars[mark:]
                     break
-                del st.vars[mark:]
+                finally:
+                    if needs_pop:
+                        del out_vars[mark:]
             if not ran and else_body is not None:
                 else_body(st, dot)
-            del st.vars[mark:]
+            if needs_pop:
+                del st.vars[mark:]
         return run
 
     def template_call(self, n: N.TemplateCall) -> Node:
@@ -298,7 +338,7 @@ class Compiler:
             st.depth += 1
             if st.depth > st.max_depth:
                 raise ExecError(f"exceeded maximum template depth ({st.max_depth})", pos)
-            st.step(pos)
+            st.step(pos, count=True)
             saved = st.vars
             st.vars = [["$", newdot]]
             try:
@@ -310,20 +350,15 @@ class Compiler:
 
     # -- pipelines / commands ----------------------------------------------------------------
     def pipeline(self, p: N.Pipeline) -> Expr:
-        cmds = [self.command(c, first=(i == 0)) for i, c in enumerate(p.cmds)]
+        first = self.command_first(p.cmds[0])
+        rest = tuple(self.command_piped(c) for c in p.cmds[1:])
         decl, is_assign, pos = p.decl, p.is_assign, p.pos
-        if len(cmds) == 1:
-            only = cmds[0]
-
-            def single(st: State, dot: Any) -> Any:
-                return only(st, dot, _NOARG)
-            evaluate: Expr = single
+        if not rest:
+            evaluate: Expr = first
         else:
-            tup = tuple(cmds)
-
             def chained(st: State, dot: Any) -> Any:
-                v: Any = _NOARG
-                for c in tup:
+                v = first(st, dot)
+                for c in rest:
                     v = c(st, dot, v)
                 return v
             evaluate = chained
@@ -340,69 +375,121 @@ class Compiler:
             return v
         return declaring
 
-    def command(self, c: N.Command, first: bool) -> Callable[[State, Any, Any], Any]:
+    def command_first(self, c: N.Command) -> Expr:
+        """The first command of a pipeline: no piped-in argument."""
+        head = c.args[0]
+        if isinstance(head, N.Ident):
+            spec = self.funcs[head.name]
+            ops = tuple(self.operand(a) for a in c.args[1:])
+            if spec.lazy:
+                return self._lazy(head.name, ops, _NOARG, c.pos)
+            return self._call(head.name, spec.fn, ops, c.pos)
+        if len(c.args) > 1:
+            return self._bad_args(head, c.pos)
+        return self.operand(head)
+
+    def command_piped(self, c: N.Command) -> Callable[[State, Any, Any], Any]:
+        """A later command: the previous command's value is its final argument."""
         head = c.args[0]
         pos = c.pos
         if isinstance(head, N.Ident):
             spec = self.funcs[head.name]
-            fn = spec.fn
-            name = head.name
-            if spec.lazy:
-                thunks = tuple(self.operand(a) for a in c.args[1:])
-
-                def lazy_call(st: State, dot: Any, final: Any) -> Any:
-                    args: list[Callable[[], Any]] = [
-                        (lambda t=t: t(st, dot)) for t in thunks]
-                    if final is not _NOARG:
-                        args.append(lambda: final)
-                    try:
-                        return fn(*args)
-                    except ExecError:
-                        raise
-                    except TemplateArgError as e:
-                        raise ExecError(f"error calling {name}: {e}", pos) from None
-                return lazy_call
             ops = tuple(self.operand(a) for a in c.args[1:])
+            name, fn = head.name, spec.fn
+            if spec.lazy:
+                def lazy_piped(st: State, dot: Any, final: Any) -> Any:
+                    return Compiler._lazy(name, ops, final, pos)(st, dot)
+                return lazy_piped
 
-            def call(st: State, dot: Any, final: Any) -> Any:
+            def piped(st: State, dot: Any, final: Any) -> Any:
                 args = [o(st, dot) for o in ops]
-                if final is not _NOARG:
-                    args.append(final)
-                try:
-                    return fn(*args)
-                except ExecError:
-                    raise
-                except TemplateArgError as e:
-                    raise ExecError(f"error calling {name}: {e}", pos) from None
-                except TypeError:
-                    raise ExecError(f"wrong number of args for {name}: got {len(args)}",
-                                    pos) from None
-            return call
+                args.append(final)
+                return _invoke(name, fn, args, pos)
+            return piped
         if len(c.args) > 1:
-            what = _describe_operand(head)
-            raise_msg = f"{what} has arguments but cannot be invoked as function"
-
-            def bad(st: State, dot: Any, final: Any) -> Any:
-                raise ExecError(raise_msg, pos)
-            return bad
-        op = self.operand(head)
+            bad = self._bad_args(head, pos)
+            return lambda st, dot, final: bad(st, dot)
         what = _describe_operand(head)
 
-        def value(st: State, dot: Any, final: Any) -> Any:
-            if final is not _NOARG:
-                raise ExecError(f"can't give argument to non-function {what}", pos)
-            return op(st, dot)
-        return value
+        def not_function(st: State, dot: Any, final: Any) -> Any:
+            raise ExecError(f"can't give argument to non-function {what}", pos)
+        return not_function
+
+    @staticmethod
+    def _bad_args(head: N.Operand, pos: int) -> Expr:
+        msg = f"{_describe_operand(head)} has arguments but cannot be invoked as function"
+
+        def bad(st: State, dot: Any) -> Any:
+            raise ExecError(msg, pos)
+        return bad
+
+    @staticmethod
+    def _lazy(name: str, ops: tuple[Expr, ...], final: Any, pos: int) -> Expr:
+        """and/or: evaluate operands left to right, stop at the first false/true one.
+        ``final`` is the piped-in value (the last operand), or _NOARG."""
+        want = name == "or"
+        if not ops and final is _NOARG:
+            def missing(st: State, dot: Any) -> Any:
+                raise ExecError(f"wrong number of args for {name}: want at least 1 got 0", pos)
+            return missing
+        has_final = final is not _NOARG
+
+        def run_lazy(st: State, dot: Any) -> Any:
+            v: Any = None
+            for o in ops:
+                v = o(st, dot)
+                if is_true(v) is want:
+                    return v
+            if has_final:
+                v = final
+            return v
+        return run_lazy
+
+    @staticmethod
+    def _call(name: str, fn: Callable[..., Any], ops: tuple[Expr, ...], pos: int) -> Expr:
+        n = len(ops)
+        if n == 0:
+            return lambda st, dot: _invoke(name, fn, [], pos)
+        if n == 1:
+            (a,) = ops
+
+            def call1(st: State, dot: Any) -> Any:
+                x = a(st, dot)
+                try:
+                    return fn(x)
+                except (TemplateArgError, TypeError):
+                    return _invoke(name, fn, [x], pos)
+            return call1
+        if n == 2:
+            a, b = ops
+
+            def call2(st: State, dot: Any) -> Any:
+                x, y = a(st, dot), b(st, dot)
+                try:
+                    return fn(x, y)
+                except (TemplateArgError, TypeError):
+                    return _invoke(name, fn, [x, y], pos)
+            return call2
+
+        def calln(st: State, dot: Any) -> Any:
+            return _invoke(name, fn, [o(st, dot) for o in ops], pos)
+        return calln
 
     def operand(self, a: N.Operand) -> Expr:
         if isinstance(a, N.FieldRef):
             idents, pos = a.idents, a.pos
             if len(idents) == 1:
                 name = idents[0]
+                exported = name[:1].isupper()   # struct fields are exported (upper case)
 
                 def field1(st: State, dot: Any) -> Any:
                     if type(dot) is dict:
                         return dot.get(name)
+                    if exported and isinstance(dot, GoStruct):
+                        try:
+                            return getattr(dot, name)
+                        except AttributeError:
+                            pass
                     return get_field(dot, name, pos)
                 return field1
 
@@ -432,34 +519,31 @@ class Compiler:
             return lambda st, dot: value
         if isinstance(a, N.Ident):
             spec = self.funcs[a.name]
-            fn = spec.fn
             if spec.lazy:
-                return lambda st, dot: fn()
-            ipos, iname = a.pos, a.name
-
-            def niladic(st: State, dot: Any) -> Any:
-                try:
-                    return fn()
-                except TemplateArgError as e:
-                    raise ExecError(f"error calling {iname}: {e}", ipos) from None
-                except TypeError:
-                    raise ExecError(f"wrong number of args for {iname}: got 0", ipos) from None
-            return niladic
+                return self._lazy(a.name, (), _NOARG, a.pos)
+            return self._call(a.name, spec.fn, (), a.pos)
         if isinstance(a, N.Chain):
             inner = self.operand(a.node)
             cidents, cpos = a.idents, a.pos
             return lambda st, dot: _walk_fields(inner(st, dot), cidents, cpos)
         if isinstance(a, N.Pipeline):
-            inner_pipe = self.pipeline(a)
-            mark_pipe = bool(a.decl)
-            if not mark_pipe:
-                return inner_pipe
-            return inner_pipe
+            return self.pipeline(a)
         raise AssertionError(f"unknown operand {a!r}")
 
 
 class TemplateArgError(Exception):
     """Raised by template functions for bad arguments (becomes 'error calling f: ...')."""
+
+
+def _invoke(name: str, fn: Callable[..., Any], args: list[Any], pos: int) -> Any:
+    try:
+        return fn(*args)
+    except ExecError:
+        raise
+    except TemplateArgError as e:
+        raise ExecError(f"error calling {name}: {e}", pos) from None
+    except TypeError:
+        raise ExecError(f"wrong number of args for {name}: got {len(args)}", pos) from None
 
 
 class _NoArg:
@@ -485,11 +569,28 @@ def _describe_operand(a: N.Operand) -> str:
     return "operand"
 
 
+def _declares(n: N.If | N.With | N.Range) -> bool:
+    """Whether a control structure can declare variables in its own scope."""
+    def pipe_declares(p: N.Pipeline) -> bool:
+        return bool(p.decl) or any(isinstance(a, N.Pipeline) and pipe_declares(a)
+                                   for c in p.cmds for a in c.args)
+    if pipe_declares(n.pipe):
+        return True
+    for body in (n.body, n.else_body or []):
+        for x in body:
+            # nested structures pop their own variables; only direct actions matter
+            if isinstance(x, N.Action) and pipe_declares(x.pipe):
+                return True
+    return False
+
+
 def run(body: Node, data: Any, *, source: Any, max_steps: int = MAX_STEPS,
         max_output: int = MAX_OUTPUT, max_depth: int = MAX_DEPTH) -> str:
     st = State(data, max_steps, max_output, max_depth)
     try:
         body(st, data)
+        if st.size > max_output:
+            raise ExecError(f"output exceeds the limit of {max_output} characters", 0)
     except ExecError as e:
         raise source.error(f"executing: {e.msg}", e.pos) from None
     except RecursionError:

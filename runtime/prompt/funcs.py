@@ -8,33 +8,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from .executor import FuncSpec, TemplateArgError, is_true
 from .gofmt import GoStruct, json_marshal, sprint, sprintf, sprintln, type_name
 
 
-def _and(*thunks: Callable[[], Any]) -> Any:
-    if not thunks:
-        raise TemplateArgError("wrong number of args for and: want at least 1 got 0")
-    v: Any = None
-    for t in thunks:
-        v = t()
-        if not is_true(v):
-            return v
-    return v
-
-
-def _or(*thunks: Callable[[], Any]) -> Any:
-    if not thunks:
-        raise TemplateArgError("wrong number of args for or: want at least 1 got 0")
-    v: Any = None
-    for t in thunks:
-        v = t()
-        if is_true(v):
-            return v
-    return v
+def _short_circuit(*args: Any) -> Any:
+    # and/or are compiled inline (executor.Compiler._lazy): operands are evaluated lazily
+    raise AssertionError("and/or are evaluated by the compiler")
 
 
 def _not(v: Any) -> bool:
@@ -61,6 +43,11 @@ _BASIC = frozenset({"bool", "int", "float", "string"})
 
 
 def _eq(a: Any, *bs: Any) -> bool:
+    if len(bs) == 1:
+        b = bs[0]
+        ta = type(a)
+        if ta is type(b) and (ta is str or ta is int or ta is bool or ta is float):
+            return a == b
     if not bs:
         raise TemplateArgError("missing argument for comparison")
     ka = _kind(a)
@@ -86,6 +73,9 @@ def _eq(a: Any, *bs: Any) -> bool:
 
 
 def _ne(a: Any, b: Any) -> bool:
+    ta = type(a)
+    if ta is type(b) and (ta is str or ta is int or ta is bool or ta is float):
+        return a != b
     return not _eq(a, b)
 
 
@@ -192,16 +182,27 @@ def _slice(item: Any, *indices: Any) -> Any:
     return out
 
 
+#: largest string one function call may build: with variables (``$x = print $x $x``) inside a
+#: range, values could otherwise double per step and exhaust memory before any output is written
+MAX_VALUE = 16 * 1024 * 1024
+
+
+def _bounded(s: str) -> str:
+    if len(s) > MAX_VALUE:
+        raise TemplateArgError(f"result exceeds the limit of {MAX_VALUE} characters")
+    return s
+
+
 def _eval_args(args: tuple[Any, ...]) -> str:
     if len(args) == 1 and isinstance(args[0], str):
         return args[0]
-    return sprint(list(args))
+    return _bounded(sprint(list(args)))
 
 
 def _html(*args: Any) -> str:
     s = _eval_args(args)
-    return (s.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;")
-            .replace(">", "&gt;").replace('"', "&#34;").replace("\0", "\ufffd"))
+    return _bounded(s.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;")
+                    .replace(">", "&gt;").replace('"', "&#34;").replace("\0", "\ufffd"))
 
 
 _JS = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E", "&": "\\u0026",
@@ -220,25 +221,28 @@ def _js(*args: Any) -> str:
             out.append(f"\\u{ord(ch):04X}")
         else:
             out.append(ch)
-    return "".join(out)
+    return _bounded("".join(out))
 
 
 def _urlquery(*args: Any) -> str:
-    return urllib.parse.quote_plus(_eval_args(args), safe="")
+    return _bounded(urllib.parse.quote_plus(_eval_args(args), safe=""))
 
 
 def _print(*args: Any) -> str:
-    return sprint(list(args))
+    return _bounded(sprint(list(args)))
 
 
 def _println(*args: Any) -> str:
-    return sprintln(list(args))
+    return _bounded(sprintln(list(args)))
 
 
 def _printf(fmt: Any, *args: Any) -> str:
     if not isinstance(fmt, str):
         raise TemplateArgError(f"wrong type for value; expected string; got {type_name(fmt)}")
-    return sprintf(fmt, list(args))
+    try:
+        return _bounded(sprintf(fmt, list(args), max_width=MAX_VALUE))
+    except ValueError as e:
+        raise TemplateArgError(str(e)) from None
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -273,8 +277,8 @@ def _to_typescript_type(v: Any) -> str:
 
 
 BUILTINS: dict[str, FuncSpec] = {
-    "and": FuncSpec(_and, lazy=True),
-    "or": FuncSpec(_or, lazy=True),
+    "and": FuncSpec(_short_circuit, lazy=True),
+    "or": FuncSpec(_short_circuit, lazy=True),
     "not": FuncSpec(_not),
     "eq": FuncSpec(_eq),
     "ne": FuncSpec(_ne),

@@ -8,6 +8,8 @@ order), and :class:`GoStruct` subclasses are structs. A value with a ``go_string
 from __future__ import annotations
 
 import math
+import re
+from json.encoder import encode_basestring as _encode_basestring
 from typing import Any
 
 
@@ -167,7 +169,22 @@ _JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
              "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+
+
+_SLOW_JSON = re.compile("[\u2028\u2029\ud800-\udfff]")
+
+
 def json_string(s: str) -> str:
+    """A JSON string as Go's encoding/json writes it (HTML-safe, control chars escaped)."""
+    if s.isascii() or not _SLOW_JSON.search(s):
+        out = _encode_basestring(s)
+        if "<" in out or ">" in out or "&" in out:
+            out = out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        return out
+    return _json_string_slow(s)
+
+
+def _json_string_slow(s: str) -> str:
     out = ['"']
     for ch in s:
         e = _JSON_ESC.get(ch)
@@ -220,7 +237,7 @@ def _json_plain(v: Any) -> str:
 
 
 # -- printf -----------------------------------------------------------------------------
-def sprintf(fmt: str, args: list[Any]) -> str:
+def sprintf(fmt: str, args: list[Any], *, max_width: int = 1 << 24) -> str:
     """fmt.Sprintf for the verbs templates use: %v %s %d %q %t %f %e %g %x %X %c %%."""
     out: list[str] = []
     i = 0
@@ -257,6 +274,8 @@ def sprintf(fmt: str, args: list[Any]) -> str:
         if i >= n:
             out.append("%!(NOVERB)")
             break
+        if (width and int(width) > max_width) or (prec and int(prec) > max_width):
+            raise ValueError(f"printf width or precision above {max_width}")
         verb = fmt[i]
         i += 1
         if verb == "%":

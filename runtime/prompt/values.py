@@ -231,10 +231,12 @@ def message_from_api(m: dict[str, Any]) -> dict[str, Any]:
     role = m.get("role")
     if not isinstance(role, str):
         raise TemplateError("every message needs a string \"role\"")
-    content = m.get("content") or ""
-    if not isinstance(content, str):
+    content = m.get("content")
+    if content is not None and not isinstance(content, str):
         raise TemplateError("message content must be a string")
-    return {**m, "role": role.lower(), "content": content}
+    if content and role.islower():
+        return m
+    return {**m, "role": role.lower(), "content": content or ""}
 
 
 def to_template_message(m: dict[str, Any]) -> Message:

@@ -49,7 +49,7 @@ def test_output_size_bomb() -> None:
 
 def test_printf_width_cannot_blow_up() -> None:
     # the width is part of the template text, so output checks still apply to the result
-    err = _fails_fast('{{ range 100 }}{{ printf "%999999s" "x" }}{{ end }}', max_output=1_000_000)
+    err = _fails_fast("{{ range 100 }}{{ printf \"%999999s\" \"x\" }}{{ end }}", max_output=1_000_000)
     assert "output exceeds" in err.msg
 
 
@@ -66,3 +66,16 @@ def test_deeply_nested_source_is_rejected_cleanly() -> None:
     except TemplateError:
         return
     assert out == "x"
+
+
+def test_doubling_a_variable_is_bounded() -> None:
+    # no output at all, but $x would reach 2^60 characters
+    err = _fails_fast('{{ $x := "ab" }}{{ range 60 }}{{ $x = print $x $x }}{{ end }}')
+    assert "result exceeds the limit" in err.msg
+    err = _fails_fast('{{ $x := "ab" }}{{ range 60 }}{{ $x = html $x $x }}{{ end }}')
+    assert "result exceeds the limit" in err.msg
+
+
+def test_huge_printf_width_is_refused() -> None:
+    err = _fails_fast('{{ printf "%999999999999s" "x" }}')
+    assert "width" in err.msg

@@ -28,6 +28,9 @@ def test_root_and_version(url: str) -> None:
     assert httpx.head(url).status_code == 200
     assert httpx.get(url + "/api/version").json()["version"]
     assert httpx.get(url + "/nope").status_code == 404
+    assert httpx.head(url + "/api/tags").status_code == 200
+    assert httpx.head(url + "/api/version").status_code == 200
+    assert httpx.get(url + "/api/generate").status_code == 405
 
 
 def test_generate_non_streaming_has_ollama_fields(client: ollama.Client) -> None:
@@ -243,3 +246,35 @@ def test_pull_from_a_registry_mirror(client: ollama.Client, tiny_gguf: Path, tmp
         assert r.status_code >= 400 and r.json()["error"]
     assert client.generate(model=name, prompt="x", options=FAST).done
 
+
+
+def test_model_without_go_template_uses_the_gguf_chat_template(client: ollama.Client,
+                                                               tiny_store, tiny_gguf: Path) -> None:
+    from runtime.create import CreateRequest, create_from_request
+
+    blob = tiny_store.add_blob_file(tiny_gguf)
+    create_from_request(tiny_store, "jinja", CreateRequest(files={"t.gguf": blob.digest}))
+    msgs = [{"role": "user", "content": "hi"}]
+    go = client.chat(model=TINY, messages=msgs, options=FAST)
+    jinja = client.chat(model="jinja", messages=msgs, options=FAST)
+    # both render ChatML: the Go template of tiny, the GGUF's Jinja template of "jinja"
+    assert jinja.prompt_eval_count == go.prompt_eval_count > 10
+    assert jinja.message.content == go.message.content
+
+
+def test_capability_checks(url: str, tiny_store, tiny_gguf: Path) -> None:
+    from runtime.create import CreateRequest, create_from_request
+
+    create_from_request(tiny_store, "plain", CreateRequest(from_model=TINY,
+                                                           template="{{ .Prompt }}"))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    r = httpx.post(url + "/api/chat", json={"model": "plain", "tools": [tool],
+                                            "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"].endswith("does not support tools")
+    r = httpx.post(url + "/api/generate", json={"model": "plain", "prompt": "a", "suffix": "b"})
+    assert r.status_code == 400 and r.json()["error"].endswith("does not support insert")
+    r = httpx.post(url + "/api/chat", json={"model": TINY, "think": True,
+                                            "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"] == '"tiny" does not support thinking'
+    r = httpx.post(url + "/api/generate", json={"model": TINY, "prompt": "x", "images": ["aGk="]})
+    assert r.status_code == 400 and "vision" in r.json()["error"]

@@ -261,6 +261,16 @@ def sprintf(fmt: str, args: list[Any], *, max_width: int = 1 << 24) -> str:
             flags += fmt[i]
             i += 1
         width = ""
+        if i < n and fmt[i] == "*":      # width from the argument list
+            i += 1
+            w = args[argi] if argi < len(args) else None
+            argi += 1
+            if isinstance(w, int) and not isinstance(w, bool):
+                if w < 0:
+                    flags += "-"
+                width = str(abs(w))
+            else:
+                out.append("%!(BADWIDTH)")
         while i < n and fmt[i].isdigit():
             width += fmt[i]
             i += 1
@@ -268,7 +278,16 @@ def sprintf(fmt: str, args: list[Any], *, max_width: int = 1 << 24) -> str:
         if i < n and fmt[i] == ".":
             i += 1
             prec = ""
-            while i < n and fmt[i].isdigit():
+            if i < n and fmt[i] == "*":
+                i += 1
+                pv = args[argi] if argi < len(args) else None
+                argi += 1
+                if isinstance(pv, int) and not isinstance(pv, bool) and pv >= 0:
+                    prec = str(pv)
+                else:
+                    out.append("%!(BADPREC)")
+                    prec = None
+            while prec is not None and i < n and fmt[i].isdigit():
                 prec += fmt[i]
                 i += 1
         if i >= n:

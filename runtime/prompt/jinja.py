@@ -23,6 +23,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import TemplateError
@@ -89,10 +90,22 @@ def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
                       sort_keys=sort_keys)
 
 
+class _GenerationBlock(jinja2.ext.Extension):
+    """``{% generation %}…{% endgeneration %}`` (transformers' assistant-mask marker): rendered
+    as its plain body, as Hugging Face does when no assistant mask is requested."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> Any:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body, lineno=lineno)
+
+
 @functools.lru_cache(maxsize=32)
 def compile_jinja(source: str) -> jinja2.Template:
     env = _BoundedEnv(trim_blocks=True, lstrip_blocks=True,
-                      extensions=[jinja2.ext.loopcontrols])
+                      extensions=[jinja2.ext.loopcontrols, _GenerationBlock])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now

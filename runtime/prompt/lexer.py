@@ -322,9 +322,10 @@ def _lex_number(src: Source, p: int, out: list[Token]) -> int:
     q = p
     if text[q] in "+-":
         q += 1
+    is_hex = text[p:p + 3].lower().lstrip("+-").startswith("0x")
+    exp_chars = "pP" if is_hex else "eE"
     while q < n and (text[q].isalnum() or text[q] in "._" or
-                     (text[q] in "+-" and text[q - 1] in "eEpP" and
-                      not text[p:q].lower().startswith(("0x", "-0x", "+0x")))):
+                     (text[q] in "+-" and text[q - 1] in exp_chars)):
         q += 1
     out.append(Token(NUMBER, text[p:q], p))
     return q

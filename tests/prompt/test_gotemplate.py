@@ -134,7 +134,11 @@ class Point(GoStruct):
     ('{{ html "<a href=\\"x\\">&\'" }}', {}, "&lt;a href=&#34;x&#34;&gt;&amp;&#39;"),
     ('{{ js "it\'s <b> \\"q\\" =" }}', {}, "it\\'s \\u003Cb\\u003E \\\"q\\\" \\u003D"),
     ('{{ urlquery "a b&c/d" }}', {}, "a+b%26c%2Fd"),
+    # width and precision from arguments (granite's counter trick: len (printf "a%*s" $n ""))
+    ('{{ printf "a%*s|%-*d|%.*f" 3 "" 4 7 2 3.14159 }}', {}, "a   |7   |3.14"),
+    ('{{ $n := 0 }}{{ range 3 }}{{ $n = len (printf "a%*s" $n "") }}{{ end }}{{ $n }}', {}, "3"),
     # literals
+    ("{{ 0x1p-2 }} {{ 0o17 }} {{ 017 }} {{ 0b101 }} {{ -0x10 }} {{ 1.5e-3 }}", {}, "0.25 15 15 5 -16 0.0015"),
     ("{{ 0x1F }} {{ 1_000 }} {{ 'a' }} {{ 1.5 }} {{ 1e3 }} {{ `raw\\n` }}", {}, "31 1000 97 1.5 1000 raw\\n"),
     ('{{ "tab\\tnl\\n" }}', {}, "tab\tnl\n"),
     # define / template / block

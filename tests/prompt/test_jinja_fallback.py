@@ -121,3 +121,10 @@ def test_deadline_stops_a_long_render(monkeypatch: pytest.MonkeyPatch) -> None:
     assert time.monotonic() - start < 5
     # the render thread is usable afterwards
     assert render_jinja("ok", messages=[]) == "ok"
+
+
+def test_generation_block_renders_its_body() -> None:
+    t = ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}A:{{ m.content }}"
+         "{% endgeneration %}{% else %}U:{{ m.content }}{% endif %}{% endfor %}")
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    assert render_jinja(t, messages=msgs) == "U:xA:y"

@@ -98,44 +98,42 @@ def test_kill_during_create_leaves_no_half_model(tmp_path: Path) -> None:
         big.stat().st_size
 
 
-def test_full_disk_is_a_clear_error_and_store_untouched(tmp_path: Path, tiny_gguf: Path) -> None:
-    """A store on a 1 MiB tmpfs: creating from a 2 MiB GGUF fails cleanly, nothing half-written."""
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (we run as root here and in CI); skipped where mounting is not allowed."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-        from make_tiny_model import write_tiny_gguf
-
-        write_tiny_gguf(tmp_path / "two.gguf", size=2 << 20)
-        (tmp_path / "Modelfile").write_text("FROM ./two.gguf\n")
-        env = dict(os.environ, OLLAMA_MODELS=str(mnt / "models"))
-        r = _run("create", "two", "-f", "Modelfile", cwd=tmp_path, env=env)
-        assert r.returncode == 1
-        assert "not enough disk space" in r.stderr and "Traceback" not in r.stderr
-        assert Store(mnt / "models").list_models() == []
-        blobs = mnt / "models" / "blobs"
-        assert not blobs.exists() or list(blobs.iterdir()) == []
+        yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_disk_filling_up_mid_write_leaves_no_blob(tmp_path: Path) -> None:
+def test_full_disk_is_a_clear_error_and_store_untouched(tmp_path: Path, small_disk: Path) -> None:
+    """A store on a 1 MiB tmpfs: creating from a 2 MiB GGUF fails cleanly, nothing half-written."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from make_tiny_model import write_tiny_gguf
+
+    write_tiny_gguf(tmp_path / "two.gguf", size=2 << 20)
+    (tmp_path / "Modelfile").write_text("FROM ./two.gguf\n")
+    env = dict(os.environ, OLLAMA_MODELS=str(small_disk / "models"))
+    r = _run("create", "two", "-f", "Modelfile", cwd=tmp_path, env=env)
+    assert r.returncode == 1
+    assert "not enough disk space" in r.stderr and "Traceback" not in r.stderr
+    assert Store(small_disk / "models").list_models() == []
+    blobs = small_disk / "models" / "blobs"
+    assert not blobs.exists() or list(blobs.iterdir()) == []
+
+
+def test_disk_filling_up_mid_write_leaves_no_blob(small_disk: Path) -> None:
     """The space check passed (or was impossible) but the disk fills while writing: ENOSPC
     becomes InsufficientSpace and the temp file is gone."""
     from runtime.errors import InsufficientSpace
 
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        store = Store(mnt / "models")
-        with pytest.raises(InsufficientSpace, match="not enough disk space"):
-            store.add_blob_stream(iter([b"x" * (256 << 10)] * 8))  # 2 MiB, no size hint
-        assert list(store.blobs_dir.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+    store = Store(small_disk / "models")
+    with pytest.raises(InsufficientSpace, match="not enough disk space"):
+        store.add_blob_stream(iter([b"x" * (256 << 10)] * 8))  # 2 MiB, no size hint
+    assert list(store.blobs_dir.iterdir()) == []

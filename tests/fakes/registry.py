@@ -5,7 +5,8 @@
         pull_model(store, f"{reg.host}/library/tiny:latest", insecure=True)
 
 Routes: ``GET|HEAD /v2/<ns>/<model>/manifests/<tag>``, ``GET|HEAD /v2/<ns>/<model>/blobs/<digest>``,
-``GET /token`` (the Bearer realm) and, on a second port, the "CDN" ``GET|HEAD /cdn/<digest>``.
+``GET /token`` (the Bearer realm), ``GET /_stats[?digest=]`` (bytes served, for benchmarks
+that run the registry in another process) and, on a second port, the "CDN" ``GET|HEAD /cdn/<digest>``.
 
 Switches (attributes, change them any time): ``redirect_to_cdn`` (False or a 3xx code: 301, 302,
 303, 307, 308; True means 307), ``plain_200`` (serve blobs from the registry port itself; the
@@ -248,6 +249,9 @@ class _RegistryHandler(Handler):
         url = urlsplit(self.path)
         if url.path == "/token":
             return self._token(parse_qs(url.query))
+        if url.path == "/_stats":  # for benchmarks running the registry in another process
+            digest = parse_qs(url.query).get("digest", [None])[0]
+            return self.send_bytes(200, json.dumps({"bytes_served": reg.bytes_served(digest)}).encode())
         m = _V2.match(url.path)
         if url.path in ("/v2", "/v2/"):
             return self.send_bytes(200, b"{}")

@@ -229,7 +229,8 @@ class _Registry:
     # -- protocol -------------------------------------------------------------------------------
     def fetch_manifest(self) -> bytes:
         n = self.name
-        url = f"{self.base}/v2/{n.repository}/manifests/{n.tag}"
+        # "model@sha256:…" pins the manifest by digest: fetch that one and check it below
+        url = f"{self.base}/v2/{n.repository}/manifests/{n.digest or n.tag}"
 
         def once() -> bytes:
             resp = self.send("GET", url, headers={"Accept": ACCEPT_MANIFEST}, what="manifest")
@@ -241,7 +242,7 @@ class _Registry:
                     raw = resp.read()
                 except httpx.HTTPError as e:
                     raise Transient(f"manifest download from {self.host} broke off: {_reason(e)}") from e
-                expected = resp.headers.get("Docker-Content-Digest")
+                expected = n.digest or resp.headers.get("Docker-Content-Digest")
             finally:
                 resp.close()
             if expected and expected.startswith("sha256:"):

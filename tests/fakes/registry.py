@@ -266,6 +266,9 @@ class _RegistryHandler(Handler):
         repo, kind, ref = m.group("repo"), m.group("kind"), m.group("ref")
         if kind == "manifests":
             raw = reg.manifests.get(f"{repo}:{ref}")
+            if raw is None and ref.startswith("sha256:"):  # a manifest by digest
+                raw = next((r for k, r in reg.manifests.items() if k.startswith(repo + ":")
+                            and "sha256:" + hashlib.sha256(r).hexdigest() == ref), None)
             if raw is None:
                 return self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
             return self.send_bytes(200, raw, content_type=MEDIA_MANIFEST,

@@ -274,3 +274,29 @@ def test_parse_challenge() -> None:
     assert parse_challenge(h) == {"realm": "https://auth.example/token",
                                   "service": "registry.example",
                                   "scope": "repository:a/b:pull"}
+
+
+def test_pull_by_manifest_digest(store, registry, small_gguf, fast):
+    model = _publish(registry, small_gguf)
+    name = f"{registry.host}/library/small:latest@{model.digest}"
+    m = pull_model(store, name, insecure=True, settings=fast)
+    assert m.digest == model.digest
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(ModelNotFound):
+        pull_model(store, f"{registry.host}/library/small:latest@{wrong}", insecure=True,
+                   settings=fast)
+
+
+def test_full_disk_is_refused_before_downloading(store, registry, small_gguf, fast, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from runtime.errors import InsufficientSpace
+
+    model = _publish(registry, small_gguf)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(InsufficientSpace, match="not enough disk space"):
+        pull_model(store, f"{registry.host}/library/small:latest", insecure=True, settings=fast)
+    assert registry.bytes_served(model.model_digest) == 0
+    assert store.list_models() == []

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from .gotemplate import GoTemplate
 from .jinja import render_jinja
-from .ollama import DEFAULT_TEMPLATE, chat_prompt, execute_ollama, generate_prompt
+from .ollama import (DEFAULT_TEMPLATE, chat_prompt, execute_ollama, filter_think_tags,
+                     generate_prompt)
 from .toolcalls import ToolCallParser, template_tool_tag
 
 __all__ = ["DEFAULT_TEMPLATE", "GoTemplate", "ToolCallParser", "chat_prompt", "execute_ollama",
-           "generate_prompt", "render_jinja", "template_tool_tag"]
+           "filter_think_tags", "generate_prompt", "render_jinja", "template_tool_tag"]

@@ -178,6 +178,31 @@ def cut_after_response(body: list[N.Node]) -> list[N.Node]:
     return walk_list(body)
 
 
+def filter_think_tags(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop ``<think>…</think>`` from assistant turns before the last user message, as
+    Ollama's ChatHandler does for thinking model families (qwen3, deepseek-r1): earlier
+    reasoning is not fed back. The caller decides whether the model is such a family."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    out = []
+    for i, m in enumerate(messages):
+        if m.get("role") == "assistant" and i < last_user and isinstance(m.get("content"), str):
+            m = {**m, "content": _strip_think(m["content"])}
+        out.append(m)
+    return out
+
+
+def _strip_think(content: str) -> str:
+    # thinking.Parser: an opening tag after optional leading white space starts the thinking;
+    # what follows the closing tag (leading white space trimmed) is the content
+    body = content.lstrip()
+    if not body.startswith("<think>"):
+        return content
+    end = body.find("</think>")
+    if end < 0:
+        return ""
+    return body[end + len("</think>"):].lstrip()
+
+
 # -- the public entry points ---------------------------------------------------------------
 def _normalise(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not isinstance(messages, list):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import TemplateError
-from runtime.prompt import chat_prompt, generate_prompt
+from runtime.prompt import chat_prompt, filter_think_tags, generate_prompt
 
 MSGS_T = "{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ end }}|{{ .System }}"
 LEGACY_T = "{{ if .System }}S:{{ .System }};{{ end }}U:{{ .Prompt }};A:{{ .Response }};END;"
@@ -151,3 +151,15 @@ def test_openai_style_string_arguments_are_parsed() -> None:
     msgs = [{"role": "assistant", "content": "",
              "tool_calls": [{"function": {"name": "f", "arguments": '{"city": "Oslo"}'}}]}]
     assert chat(t, msgs) == "Oslo"
+
+
+def test_filter_think_tags_strips_earlier_reasoning_only() -> None:
+    msgs = [{"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "  <think>pondering</think>\n\nanswer 1"},
+            {"role": "assistant", "content": "no tags here"},
+            {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "<think>kept: after the last user turn</think>x"}]
+    out = filter_think_tags(msgs)
+    assert [m["content"] for m in out] == [
+        "q1", "answer 1", "no tags here", "q2", "<think>kept: after the last user turn</think>x"]
+    assert msgs[1]["content"].startswith("  <think>")   # the input is not modified

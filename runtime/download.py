@@ -254,24 +254,39 @@ class BlobDownload:
     def completed(self) -> int:
         return sum(p.completed for p in self.parts)
 
-    def run(self, on_progress: Callable[[int, int], None] | None = None) -> str | None:
+    def run(self, on_progress: Callable[[int, int], None] | None = None, *,
+            keep_lock: bool = False) -> str | None:
         """Download, returning the sha256 of what landed (``sha256:<hex>``), or None when
-        another pull finished the same blob while this one waited for it."""
+        another pull finished the same blob while this one waited for it.
+
+        With ``keep_lock`` the partial stays locked after a successful download until
+        :meth:`release`, so the caller can verify and move it into the store before any other
+        pull may look at it.
+        """
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         fd = self._open_locked()
         if fd is None:
             return None
         self._fd = fd
+        ok = False
         try:
             self._prepare()
             if on_progress:
                 on_progress(self.completed, self.total)
-            return self._download(on_progress)
+            digest = self._download(on_progress)
+            ok = True
+            return digest
         except OSError as e:
             raise _disk_error(e, self.partial.parent) from e
         finally:
-            self._fd = -1
-            os.close(fd)  # also releases the flock
+            if not (ok and keep_lock):
+                self.release()
+
+    def release(self) -> None:
+        """Close the partial file, which also releases its lock."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def _open_locked(self) -> int | None:
         waited = False

@@ -38,7 +38,7 @@ import httpx
 from . import __version__
 from .download import (BlobDownload, PullSettings, RateLimiter, Transient, discard_partial,
                        resumable_bytes, state_path)
-from .errors import (AuthError, DigestMismatch, LlmcrateError, ModelNotFound, RegistryError,
+from .errors import (AuthError, DigestMismatch, ModelNotFound, RegistryError,
                      StoreError)
 from .names import ModelName, parse_name
 from .store import MEDIA_MANIFEST, Layer, Manifest, Store
@@ -435,21 +435,23 @@ def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
                          for b in missing)
             store.check_space(needed)
         limiter = RateLimiter(settings.bandwidth_limit)
-        finished: list[tuple[Layer, str | None]] = []
-        for blob in missing:
-            finished.append((blob, _download(store, reg, blob, settings, limiter, emit)))
-        emit({"status": "verifying sha256 digest"})
-        for blob, actual in finished:
-            partial = store.partial_path(blob.digest)
-            if actual is None:  # another pull stored it while we waited
-                if not store.has_blob(blob.digest):
-                    raise StoreError(f"blob {blob.digest} vanished while another pull held it")
-                continue
-            if actual != blob.digest:
-                discard_partial(partial)
-                raise DigestMismatch(blob.digest, actual, what=f"blob {blob.digest[7:19]}")
-            store.commit_blob(partial, blob.digest, verify=False)
-            state_path(partial).unlink(missing_ok=True)
+        held: list[BlobDownload] = []  # partials stay locked until they are in the store
+        try:
+            finished = [(blob, _download(store, reg, blob, settings, limiter, emit, held))
+                        for blob in missing]
+            emit({"status": "verifying sha256 digest"})
+            for blob, actual in finished:
+                partial = store.partial_path(blob.digest)
+                if actual is None:  # another pull stored it while we waited
+                    continue
+                if actual != blob.digest:
+                    discard_partial(partial)
+                    raise DigestMismatch(blob.digest, actual, what=f"blob {blob.digest[7:19]}")
+                store.commit_blob(partial, blob.digest, verify=False)
+                state_path(partial).unlink(missing_ok=True)
+        finally:
+            for dl in held:
+                dl.release()
         emit({"status": "writing manifest"})
         stored = store.write_manifest(n, raw)
         emit({"status": "success"})
@@ -482,7 +484,9 @@ def _skip_stored(store: Store, blobs: list[Layer], settings: PullSettings,
 
 
 def _download(store: Store, reg: _Registry, blob: Layer, settings: PullSettings,
-              limiter: RateLimiter, emit: Progress) -> str | None:
+              limiter: RateLimiter, emit: Progress, held: list[BlobDownload]) -> str | None:
+    """Fetch one blob into its partial (left locked, appended to ``held``); None when another
+    pull put it in the store meanwhile."""
     status = f"pulling {blob.digest[7:19]}"
     last = [0.0]
 
@@ -492,12 +496,17 @@ def _download(store: Store, reg: _Registry, blob: Layer, settings: PullSettings,
             last[0] = now
             emit({"status": status, "digest": blob.digest, "total": total, "completed": completed})
 
-    dl = BlobDownload(partial=store.partial_path(blob.digest), digest=blob.digest, total=blob.size,
-                      open_range=reg.range_opener(blob.digest, blob.size), settings=settings,
-                      limiter=limiter, label=f"blob {blob.digest[7:19]} from {reg.host}")
-    try:
-        return dl.run(on_progress)
-    except LlmcrateError:
-        raise
-    except Transient as e:  # only reachable if a caller bypassed retries
-        raise RegistryError(str(e), host=reg.host) from e
+    for _ in range(3):
+        dl = BlobDownload(partial=store.partial_path(blob.digest), digest=blob.digest,
+                          total=blob.size, open_range=reg.range_opener(blob.digest, blob.size),
+                          settings=settings, limiter=limiter,
+                          label=f"blob {blob.digest[7:19]} from {reg.host}")
+        actual = dl.run(on_progress, keep_lock=True)
+        if actual is not None:
+            held.append(dl)
+            return actual
+        if store.has_blob(blob.digest):
+            on_progress(blob.size, blob.size)
+            return None
+        # the other pull gave up on it (digest mismatch, error): fetch it ourselves
+    raise StoreError(f"blob {blob.digest} kept vanishing while other pulls held it")

@@ -55,12 +55,6 @@ class State:
         self.max_output = max_output
         self.max_depth = max_depth
 
-    def write(self, s: str, pos: int) -> None:
-        self.size += len(s)
-        if self.size > self.max_output:
-            raise ExecError(f"output exceeds the limit of {self.max_output} characters", pos)
-        self.out.append(s)
-
     def step(self, pos: int, count: bool = False) -> None:
         # Checked per range iteration and template call: the only ways output can grow without
         # bound (text is fixed; one value is bounded by the data or by funcs.MAX_VALUE).
@@ -158,8 +152,13 @@ class Compiler:
 
     # -- lists / nodes ----------------------------------------------------------------------
     def list(self, body: list[N.Node]) -> Node:
-        parts = [self.node(n) for n in body]
-        # merge adjacent text for speed
+        merged: list[N.Node] = []
+        for n in body:       # text split by comments becomes one text node
+            if isinstance(n, N.Text) and merged and isinstance(merged[-1], N.Text):
+                merged[-1] = N.Text(merged[-1].text + n.text, merged[-1].pos)
+            else:
+                merged.append(n)
+        parts = [self.node(n) for n in merged]
         if not parts:
             return lambda st, dot: None
         if len(parts) == 1:
@@ -173,8 +172,7 @@ class Compiler:
 
     def node(self, n: N.Node) -> Node:
         if isinstance(n, N.Text):
-            text, pos = n.text, n.pos
-
+            text = n.text
             size = len(text)
 
             def text_node(st: State, dot: Any) -> None:

@@ -244,7 +244,7 @@ def _download(src: HfSource, filename: str, emit: Progress) -> Path:
 
 
 def pull_hf(store: Store, ref: str, *, revision: str | None = None,
-            progress: Progress | None = None) -> Manifest:
+            progress: Progress | None = None, name: str | ModelName | None = None) -> Manifest:
     """Pull a Hugging Face GGUF into ``store`` as an Ollama-style model; return its manifest.
 
     Args:
@@ -252,6 +252,7 @@ def pull_hf(store: Store, ref: str, *, revision: str | None = None,
         ref: ``hf.co/<user>/<repo>[:<quant>]`` or ``hf://<user>/<repo>/<file>.gguf[@rev]``.
         revision: a branch, tag or commit to pin (default: the ref's, else ``main``).
         progress: receives Ollama ``/api/pull``-style status dicts.
+        name: store the model under this name instead of the one derived from ``ref``.
     """
     emit = progress or (lambda _d: None)
     emit({"status": "pulling manifest"})
@@ -300,7 +301,8 @@ def pull_hf(store: Store, ref: str, *, revision: str | None = None,
     cblob = store.add_blob_bytes(go_json(config, sort_keys=False, newline=True))
     manifest = Manifest.build(config=Layer(MEDIA_CONFIG, cblob.digest, cblob.size), layers=layers)
     emit({"status": "writing manifest"})
-    stored = store.write_manifest(src.name, manifest.raw)
+    target = src.name if name is None else (name if isinstance(name, ModelName) else parse_name(name))
+    stored = store.write_manifest(target, manifest.raw)
     emit({"status": "success"})
     return stored
 

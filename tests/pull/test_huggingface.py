@@ -83,6 +83,8 @@ def test_hf_file_reference_with_pinned_revision(store, hub, ggufs):
     assert json.loads(store.read_blob(m.config.digest))["llmcrate"]["revision"] == commit
     with pytest.raises(RegistryError, match="revision not found"):
         pull_hf(store, f"hf://{REPO}/Tiny-Q8_0.gguf", revision="no-such-branch")
+    pull_hf(store, f"hf://{REPO}/Tiny-Q8_0.gguf", name="tiny-q8:latest")  # a name of our own
+    assert store.resolve("tiny-q8").digest == m.digest
 
 
 def test_split_gguf_keeps_every_shard_in_order(store, hub, ggufs, tmp_path):

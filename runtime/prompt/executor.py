@@ -163,6 +163,21 @@ class Compiler:
             return lambda st, dot: None
         if len(parts) == 1:
             return parts[0]
+        if len(parts) == 2:
+            p0, p1 = parts
+
+            def run2(st: State, dot: Any) -> None:
+                p0(st, dot)
+                p1(st, dot)
+            return run2
+        if len(parts) == 3:
+            q0, q1, q2 = parts
+
+            def run3(st: State, dot: Any) -> None:
+                q0(st, dot)
+                q1(st, dot)
+                q2(st, dot)
+            return run3
         tup = tuple(parts)
 
         def run(st: State, dot: Any) -> None:
@@ -379,6 +394,11 @@ class Compiler:
         if isinstance(head, N.Ident):
             spec = self.funcs[head.name]
             ops = tuple(self.operand(a) for a in c.args[1:])
+            lit = c.args[2] if len(c.args) == 3 else None
+            if head.name in ("eq", "ne") and isinstance(lit, N.Literal) \
+                    and type(lit.value) is str:
+                # {{ if eq .Role "user" }}: the commonest test in chat templates
+                return self._compare_str(head.name, spec.fn, ops[0], lit.value, c.pos)
             if spec.lazy:
                 return self._lazy(head.name, ops, _NOARG, c.pos)
             return self._call(head.name, spec.fn, ops, c.pos)
@@ -412,6 +432,17 @@ class Compiler:
         def not_function(st: State, dot: Any, final: Any) -> Any:
             raise ExecError(f"can't give argument to non-function {what}", pos)
         return not_function
+
+    @staticmethod
+    def _compare_str(name: str, fn: Callable[..., Any], a: Expr, lit: str, pos: int) -> Expr:
+        want_equal = name == "eq"
+
+        def compare(st: State, dot: Any) -> Any:
+            x = a(st, dot)
+            if type(x) is str:
+                return (x == lit) is want_equal
+            return _invoke(name, fn, [x, lit], pos)
+        return compare
 
     @staticmethod
     def _bad_args(head: N.Operand, pos: int) -> Expr:
@@ -497,9 +528,27 @@ class Compiler:
         if isinstance(a, N.VarRef):
             vname, vidents, vpos = a.name, a.idents, a.pos
             if vname == "$":
+                if len(vidents) == 1:
+                    rname = vidents[0]
+
+                    def root1(st: State, dot: Any) -> Any:
+                        r = st.vars[0][1]
+                        if type(r) is dict:
+                            return r.get(rname)
+                        return get_field(r, rname, vpos)
+                    return root1
+
                 def root(st: State, dot: Any) -> Any:
                     return _walk_fields(st.vars[0][1], vidents, vpos)
                 return root
+            if not vidents:
+                def plain_var(st: State, dot: Any) -> Any:
+                    vs = st.vars
+                    for i in range(len(vs) - 1, -1, -1):
+                        if vs[i][0] == vname:
+                            return vs[i][1]
+                    raise ExecError(f"undefined variable: {vname}", vpos)
+                return plain_var
 
             def var(st: State, dot: Any) -> Any:
                 return _walk_fields(st.lookup(vname, vpos), vidents, vpos)

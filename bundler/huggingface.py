@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.create import _config_for, _json_layer, _text_layer  # the lead's layer helpers
+from runtime.create import config_for, json_layer, text_layer
 from runtime.errors import (AuthError, DigestMismatch, InvalidName, LlmcrateError, ModelNotFound,
                             RegistryError)
 from runtime.gguf_info import read_gguf_info
@@ -285,14 +285,16 @@ def pull_hf(store: Store, ref: str, *, revision: str | None = None,
     assert info is not None
     choice = choose_template(info.chat_template, eos_token=info.token("eos"),
                              eot_token=info.token("eot"))
-    if choice is not None:
-        layers.append(_text_layer(store, choice.template, MEDIA_TEMPLATE))
+    # Only a Go template goes into the template layer (Ollama reads the store too); for a
+    # family we do not map, the runtime renders the GGUF's own tokenizer.chat_template.
+    if choice is not None and not choice.is_jinja:
+        layers.append(text_layer(store, choice.template, MEDIA_TEMPLATE))
     stop = choice.stop if choice else [t for t in (info.token("eos"),) if t]
     if stop:
-        layers.append(_json_layer(store, {"stop": stop}, MEDIA_PARAMS))
+        layers.append(json_layer(store, {"stop": stop}, MEDIA_PARAMS))
     if src.license:
-        layers.append(_text_layer(store, src.license, MEDIA_LICENSE))
-    config = _config_for(info, None, requires=None, layers=layers)
+        layers.append(text_layer(store, src.license, MEDIA_LICENSE))
+    config = config_for(info, None, requires=None, layers=layers)
     if src.quant:
         config["file_type"] = src.quant
     # the pinned revision, so a bundle can say exactly which upstream files it carries

@@ -57,7 +57,7 @@ def _progress(cb: Progress | None, status: str) -> None:
         cb(status)
 
 
-def _config_for(info: GGUFInfo | None, base: dict[str, Any] | None, *, requires: str | None,
+def config_for(info: GGUFInfo | None, base: dict[str, Any] | None, *, requires: str | None,
                 layers: list[Layer]) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "model_format": "gguf", "model_family": "", "model_families": None,
@@ -84,12 +84,12 @@ def _config_for(info: GGUFInfo | None, base: dict[str, Any] | None, *, requires:
     return cfg
 
 
-def _text_layer(store: Store, text: str, media: str) -> Layer:
+def text_layer(store: Store, text: str, media: str) -> Layer:
     blob = store.add_blob_bytes(text.encode("utf-8"))
     return Layer(media_type=media, digest=blob.digest, size=blob.size)
 
 
-def _json_layer(store: Store, value: Any, media: str) -> Layer:
+def json_layer(store: Store, value: Any, media: str) -> Layer:
     blob = store.add_blob_bytes(go_json(value, newline=True))
     return Layer(media_type=media, digest=blob.digest, size=blob.size)
 
@@ -170,23 +170,23 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
         layers = [x for x in layers if x.media_type != media] + new
 
     if req.template is not None and req.template != "":
-        replace(MEDIA_TEMPLATE, [_text_layer(store, req.template, MEDIA_TEMPLATE)])
+        replace(MEDIA_TEMPLATE, [text_layer(store, req.template, MEDIA_TEMPLATE)])
     if req.system is not None and req.system != "":
-        replace(MEDIA_SYSTEM, [_text_layer(store, req.system, MEDIA_SYSTEM)])
+        replace(MEDIA_SYSTEM, [text_layer(store, req.system, MEDIA_SYSTEM)])
     if req.licenses:
-        replace(MEDIA_LICENSE, [_text_layer(store, x, MEDIA_LICENSE) for x in req.licenses])
+        replace(MEDIA_LICENSE, [text_layer(store, x, MEDIA_LICENSE) for x in req.licenses])
     params = dict(req.parameters or {})
     for k, v in _read_params(store, layers).items():
         params.setdefault(k, v)
     if params:
-        replace(MEDIA_PARAMS, [_json_layer(store, params, MEDIA_PARAMS)])
+        replace(MEDIA_PARAMS, [json_layer(store, params, MEDIA_PARAMS)])
     if req.messages:
-        replace(MEDIA_MESSAGES, [_json_layer(store, req.messages, MEDIA_MESSAGES)])
+        replace(MEDIA_MESSAGES, [json_layer(store, req.messages, MEDIA_MESSAGES)])
 
     for layer in layers:
         if layer.digest not in inherited:
             _progress(progress, f"creating new layer {layer.digest}")
-    config = _config_for(info, base_config, requires=req.requires, layers=layers)
+    config = config_for(info, base_config, requires=req.requires, layers=layers)
     cblob = store.add_blob_bytes(go_json(config, sort_keys=False, newline=True))
     config_layer = Layer(media_type=MEDIA_CONFIG, digest=cblob.digest, size=cblob.size)
     manifest = Manifest.build(config=config_layer, layers=layers)

@@ -186,3 +186,28 @@ def test_unknown_template_is_kept_as_jinja_with_eos_stop():
     assert choice is not None and choice.is_jinja
     assert choice.template == jinja and choice.stop == ["</s>"]
     assert choose_template(None) is None
+
+
+def test_unmapped_template_writes_no_template_layer(store, tmp_path, monkeypatch):
+    """Only Go templates go into the store (Ollama reads it too); the GGUF keeps its Jinja
+    chat_template, which the runtime renders as the fallback."""
+    jinja = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}### assistant:"
+    gguf = make_tiny_model.write_tiny_gguf(tmp_path / "odd.gguf", chat_template=jinja)
+    with FakeHub(tmp_path / "hub2") as h:
+        h.add_repo("someone/Odd-GGUF", {"Odd-Q4_K_M.gguf": gguf})
+        monkeypatch.setenv("HF_ENDPOINT", h.base_url)
+        pull_hf(store, "hf.co/someone/Odd-GGUF")
+    layers = _layers(store, "hf.co/someone/Odd-GGUF:latest")
+    assert MEDIA_TEMPLATE not in layers
+    assert json.loads(layers[MEDIA_PARAMS]) == {"stop": ["<|im_end|>"]}
+
+    from runtime.model import load_model_info
+    from runtime.gguf_info import read_gguf_info
+    from runtime.prompt import chat_prompt
+
+    info = load_model_info(store, "hf.co/someone/Odd-GGUF")
+    assert info.template is None
+    prompt = chat_prompt(template=info.template,
+                         jinja_template=read_gguf_info(info.model_path).chat_template,
+                         messages=[{"role": "user", "content": "hi"}])
+    assert prompt == "### user: hi\n### assistant:"

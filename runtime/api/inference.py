@@ -55,12 +55,16 @@ def _template_text(info: ModelInfo) -> str:
     return gguf_facts(info.model_path).chat_template or ""
 
 
-def check_capabilities(info: ModelInfo, model: str, *, tools: bool = False, suffix: bool = False,
-                       think: Any = None, images: bool = False) -> None:
+def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = False,
+                       suffix: bool = False, think: Any = None, images: bool = False) -> None:
     """Ollama's CheckCapabilities: 400 when the request needs what the model's template lacks."""
     text = _template_text(info)
     go = info.template is not None
     full = str(info.name)
+    from .service import gguf_facts
+
+    if gguf_facts(info.model_path).pooling and not go:
+        raise ApiError(400, f'"{model}" does not support {kind}')
     if tools and not (".Tools" in text if go else "tools" in text):
         raise ApiError(400, f"{full} does not support tools")
     if suffix and not (".Suffix" in text if go else False):
@@ -99,8 +103,8 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if body.raw and (body.template or body.system or body.context):
         raise ApiError(400, "raw mode does not support template, system, or context")
     if not body.raw:
-        check_capabilities(info, body.model, suffix=bool(body.suffix), think=body.think,
-                           images=bool(body.images))
+        check_capabilities(info, body.model, kind="generate", suffix=bool(body.suffix),
+                           think=body.think, images=bool(body.images))
     try:
         options = svc.options(info, body.options)
     except LlmcrateError as e:
@@ -161,8 +165,8 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
     if not body.messages and keep_alive == 0:
         svc.scheduler.expire(digest=info.digest)
         return Instant("unload")
-    check_capabilities(info, body.model, tools=bool(body.tools), think=body.think,
-                       images=any(m.images for m in body.messages))
+    check_capabilities(info, body.model, kind="chat", tools=bool(body.tools),
+                       think=body.think, images=any(m.images for m in body.messages))
     try:
         options = svc.options(info, body.options)
     except LlmcrateError as e:

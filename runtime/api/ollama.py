@@ -22,7 +22,7 @@ from .errors import ApiError, error_line, status_for, to_api_error
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
                       NameBody, read_body)
-from .service import Service, metrics, now_iso, watch_disconnect
+from .service import Service, metrics, now_iso, unless_disconnected, watch_disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def router(svc: Service) -> APIRouter:
     async def generate(request: Request) -> Response:
         started = time.perf_counter_ns()
         body = await read_body(request, GenerateBody)
-        run = await start_generate(svc, body, started=started)
+        run = await unless_disconnected(request.receive, start_generate(svc, body, started=started))
         model = body.model
         if isinstance(run, Instant):
             return JSONResponse({"model": model, "created_at": now_iso(), "response": "",
@@ -78,7 +78,7 @@ def router(svc: Service) -> APIRouter:
     async def chat(request: Request) -> Response:
         started = time.perf_counter_ns()
         body = await read_body(request, ChatBody)
-        run = await start_chat(svc, body, started=started)
+        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
         model = body.model
         if isinstance(run, Instant):
             return JSONResponse({"model": model, "created_at": now_iso(),
@@ -104,7 +104,7 @@ def router(svc: Service) -> APIRouter:
     async def embed(request: Request) -> Response:
         started = time.perf_counter_ns()
         body = await read_body(request, EmbedBody)
-        result = await run_embed(svc, body, started=started)
+        result = await unless_disconnected(request.receive, run_embed(svc, body, started=started))
         return JSONResponse({
             "model": body.model, "embeddings": result.vectors,
             "total_duration": time.perf_counter_ns() - started,

@@ -22,7 +22,7 @@ from ..names import parse_name
 from .errors import ApiError, openai_body, to_api_error
 from .inference import Instant, Run, run_embed, start_chat, start_generate
 from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
-from .service import Service, watch_disconnect
+from .service import Service, unless_disconnected, watch_disconnect
 
 FINGERPRINT = "fp_ollama"
 
@@ -163,7 +163,7 @@ def router(svc: Service) -> APIRouter:
                            "options": _options(raw), "format": _format(raw), "stream": stream},
                           ChatBody)
         body.messages = _messages(raw.get("messages"))
-        run = await start_chat(svc, body, started=started)
+        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
         assert not isinstance(run, Instant)   # messages are never empty here
         cid = f"chatcmpl-{random.randrange(1000)}"
         created = int(time.time())
@@ -232,7 +232,7 @@ def router(svc: Service) -> APIRouter:
                            "stream": stream}, GenerateBody)
         if not body.prompt:
             raise ApiError(400, "prompt is required")
-        run = await start_generate(svc, body, started=started)
+        run = await unless_disconnected(request.receive, start_generate(svc, body, started=started))
         assert not isinstance(run, Instant)
         cid = f"cmpl-{random.randrange(1000)}"
         model = body.model
@@ -300,7 +300,7 @@ def router(svc: Service) -> APIRouter:
         dims = raw.get("dimensions")
         body = EmbedBody(model=str(raw.get("model", "")), input=inputs,
                          dimensions=dims if isinstance(dims, int) else None)
-        result = await run_embed(svc, body, started=started)
+        result = await unless_disconnected(request.receive, run_embed(svc, body, started=started))
         data = []
         for i, vec in enumerate(result.vectors):
             emb: Any = vec

@@ -34,6 +34,7 @@ class GGUFFacts:
     bos: str = ""
     eos: str = ""
     context_length: int | None = None
+    pooling: bool = False        # an embedding model (BERT-like): no text generation
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,8 +47,9 @@ def gguf_facts(path: Path) -> GGUFFacts:
     except GGUFError as e:
         logger.warning("%s", e)
         return GGUFFacts()
+    arch = gi.kv.get("general.architecture", "")
     return GGUFFacts(gi.chat_template, gi.token("bos") or "", gi.token("eos") or "",
-                     gi.context_length)
+                     gi.context_length, pooling=f"{arch}.pooling_type" in gi.kv)
 
 
 @dataclass
@@ -220,6 +222,35 @@ async def watch_disconnect(receive: Callable[[], Any], cancel: threading.Event) 
         message = await receive()
         if message.get("type") == "http.disconnect":
             cancel.set()
+            return
+
+
+async def unless_disconnected(receive: Callable[[], Any], work: Any) -> Any:
+    """Await ``work`` (e.g. waiting in the queue for a model), abandoning it if the client
+    disconnects first: a request nobody waits for must not hold a queue place or a slot."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - cancelled on purpose
+        pass
+    raise ApiError(499, "client disconnected")
+
+
+async def _disconnected(receive: Callable[[], Any]) -> None:
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
             return
 
 

@@ -145,3 +145,20 @@ def test_serve_reports_a_busy_port(models_dir: Path) -> None:
         with pytest.raises(AddressInUse, match=f"127.0.0.1:{port} already in use"):
             serve(load_settings(host=HostAddr(port=port)))
 
+
+
+def test_a_queued_request_that_disconnects_leaves_the_queue(live_server, long_store) -> None:
+    url = live_server(store=long_store, num_parallel=1, max_queue=1)
+    _generate(url, prompt="", options=LONG)
+    with httpx.Client(timeout=60) as c:
+        with c.stream("POST", url + "/api/generate",
+                      json={"model": TINY, "prompt": "go on", "options": LONG}) as running:
+            lines = running.iter_lines()                     # keep it: dropping it disconnects
+            assert json.loads(next(lines))["done"] is False
+            with pytest.raises(httpx.ReadTimeout):          # queued, then gives up
+                _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
+            time.sleep(0.3)
+            # its place in the queue is free again: this one queues instead of getting 503
+            with pytest.raises(httpx.ReadTimeout):
+                _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
+            running.close()

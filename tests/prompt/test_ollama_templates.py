@@ -38,7 +38,7 @@ def test_family_golden(template: str, case: str) -> None:
     messages = json.loads(_read(DATA / "messages" / f"{case}.json"))
     expected = _read(DATA / "golden" / template / case)
     got = chat_prompt(template=text, jinja_template=None, messages=messages,
-                      tools=TOOLS if case == "tools" else None)
+                      tools=TOOLS if case in ("tools", "tools-single") else None)
     assert got == expected
 
 

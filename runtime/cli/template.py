@@ -30,7 +30,7 @@ def _load_json_array(path: str | None, what: str) -> list[Any] | None:
 
 
 def _load_template(path: Path) -> dict[str, Any]:
-    """A Go template file, or a GGUF whose tokenizer.chat_template is used (Jinja)."""
+    """A Go template file, a GGUF whose tokenizer.chat_template is used, or a .jinja file."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head == GGUF_MAGIC:
@@ -44,13 +44,16 @@ def _load_template(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise click.BadParameter(f"{path}: not UTF-8 text ({e})", param_hint="--template") from None
+    if path.suffix in (".jinja", ".j2"):
+        return {"template": None, "jinja_template": text, "bos_token": "", "eos_token": ""}
     return {"template": text, "jinja_template": None, "bos_token": "", "eos_token": ""}
 
 
 @template.command("render")
 @click.option("--template", "template_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Go template file, or a GGUF file (its Jinja chat template is used).")
+              help="Go template file; a GGUF file (its Jinja chat template is used) or a "
+                   ".jinja/.j2 file renders as Jinja.")
 @click.option("--messages", "messages_path", type=click.Path(exists=True, dir_okay=False),
               help="JSON array of /api/chat messages.")
 @click.option("--tools", "tools_path", type=click.Path(exists=True, dir_okay=False),

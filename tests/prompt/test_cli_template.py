@@ -88,3 +88,10 @@ def test_bad_messages_file(tmp_path: Path) -> None:
     f.write_text("[not json")
     code, _, err = run("--template", str(DATA / "templates" / "chatml.gotmpl"), "--messages", str(f))
     assert code == 2 and "--messages" in err
+
+
+def test_jinja_file(tmp_path: Path) -> None:
+    j = tmp_path / "chat.jinja"
+    j.write_text("{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}")
+    code, out, _ = run("--template", str(j), "--messages", str(DATA / "messages" / "user.json"))
+    assert (code, out) == (0, b"user=Hello, how are you?;")

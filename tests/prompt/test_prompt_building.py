@@ -163,3 +163,16 @@ def test_filter_think_tags_strips_earlier_reasoning_only() -> None:
     assert [m["content"] for m in out] == [
         "q1", "answer 1", "no tags here", "q2", "<think>kept: after the last user turn</think>x"]
     assert msgs[1]["content"].startswith("  <think>")   # the input is not modified
+
+
+def test_to_typescript_type_and_property_fields() -> None:
+    t = ("{{ range .Tools }}{{ range $name, $p := .Function.Parameters.Properties }}"
+         "{{ $name }}: {{ toTypeScriptType $p }}{{ if $p.Enum }} {{ $p.Enum }}{{ end }}; {{ end }}{{ end }}"
+         "{{ toTypeScriptType .System }}")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "a": {"type": "integer"}, "b": {"type": ["string", "null"]},
+        "c": {"anyOf": [{"type": "array"}, {"type": "object"}]}, "d": {"type": "string", "enum": ["x", "y"]},
+        "e": {}}}}}]
+    out = chat(t + "{{ .Messages }}", [{"role": "user", "content": "q"}], tools=tools, system="s")
+    assert out.startswith('a: number; b: string | null; c: any[] | Record<string, any>; '
+                          'd: string [x y]; e: any; any')

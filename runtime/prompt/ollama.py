@@ -283,21 +283,20 @@ def chat_prompt(*, template: str | None, jinja_template: str | None,
         def render(ms: list[dict[str, Any]]) -> str:
             return execute_ollama(DEFAULT_TEMPLATE, messages=ms, tools=tools, think=think)
 
-    start = 0
-    kept_system: list[dict[str, Any]] = []
-    if count_tokens is not None and num_ctx is not None and msgs:
-        last = len(msgs) - 1
-        for i in range(last + 1):
-            s = _tool_block_start(msgs, i)
-            kept_system = [m for m in msgs[:s] if m["role"] == "system"]
-            p = render(kept_system + _with_image_tags(msgs[s:]))
-            if count_tokens(p) <= num_ctx or i == last:
-                start = s
-                break
-        if start > 0:
-            logger.debug("truncating input messages which exceed context length: kept %d of %d",
-                         len(msgs) - start, len(msgs))
-    return render(kept_system + _with_image_tags(msgs[start:]))
+    if count_tokens is None or num_ctx is None or not msgs:
+        return render(_with_image_tags(msgs))
+    last = len(msgs) - 1
+    prompt = ""
+    for i in range(last + 1):
+        start = _tool_block_start(msgs, i)
+        kept_system = [m for m in msgs[:start] if m["role"] == "system"]
+        prompt = render(kept_system + _with_image_tags(msgs[start:]))
+        if count_tokens(prompt) <= num_ctx or i == last:
+            if start > 0:
+                logger.debug("truncating input messages which exceed context length: "
+                             "kept %d of %d", len(msgs) - start, len(msgs))
+            break
+    return prompt
 
 
 def generate_prompt(*, template: str | None, jinja_template: str | None, prompt: str,

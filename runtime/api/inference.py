@@ -19,6 +19,7 @@ from .errors import ApiError, status_for
 from .prompting import ToolCalls, build_chat_prompt, build_generate_prompt
 from .schemas import ChatBody, EmbedBody, GenerateBody
 from .service import Prepared, Service, grammar_for
+from .thinking import ThinkingParser, wants_thinking
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Piece:
     content: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     final: Chunk | None = None
+    thinking: str = ""
 
 
 @dataclass
@@ -114,6 +116,7 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if not body.prompt:
         svc.release(prepared)
         return Instant("load")
+    think = _think(info, body.think) if not body.raw else None
     try:
         engine = prepared.lease.engine
         if body.raw:
@@ -122,7 +125,7 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
             text = await _on_engine(prepared, lambda: build_generate_prompt(
                 info, prompt=body.prompt, system=body.system, suffix=body.suffix,
                 template=body.template, has_context=bool(body.context),
-                tokenize=engine.tokenize, num_ctx=engine.n_ctx, think=body.think))
+                tokenize=engine.tokenize, num_ctx=engine.n_ctx, think=think))
         prompt: str | list[int] = text
         if body.context:
             tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
@@ -135,12 +138,36 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
         raise
     cancel = threading.Event()
     stream = svc.stream(prepared, prompt, grammar=grammar, cancel=cancel)
-    return Run(prepared=prepared, pieces=_plain(stream), cancel=cancel)
+    thinking = ThinkingParser(prompt=text) if think else None
+    return Run(prepared=prepared, pieces=_pieces(stream, thinking, None), cancel=cancel)
 
 
-async def _plain(stream: AsyncIterator[Chunk]) -> AsyncIterator[Piece]:
+def _think(info: ModelInfo, think: Any) -> Any:
+    """The think value for the template: on by default where the template can think."""
+    text = _template_text(info)
+    if think is None and wants_thinking(text, None):
+        return True
+    return think if wants_thinking(text, think) else (False if think is not None else None)
+
+
+async def _pieces(stream: AsyncIterator[Chunk], thinking: ThinkingParser | None,
+                  tools: ToolCalls | None) -> AsyncIterator[Piece]:
+    """Chunks -> pieces: thinking split off first, then tool calls out of the answer."""
     async for chunk in stream:
-        yield Piece(content=chunk.text, final=chunk if chunk.done else None)
+        think_text, content = thinking.add(chunk.text) if thinking else ("", chunk.text)
+        if chunk.done and thinking:
+            more_think, more = thinking.finish()
+            think_text, content = think_text + more_think, content + more
+        calls: list[dict[str, Any]] = []
+        if tools is not None:
+            calls, content = tools.add(content) if content else ([], "")
+            if chunk.done:
+                more_calls, rest = tools.finish()
+                calls, content = calls + more_calls, content + rest
+        if chunk.done:
+            yield Piece(content=content, thinking=think_text, tool_calls=calls, final=chunk)
+        elif content or think_text or calls:
+            yield Piece(content=content, thinking=think_text, tool_calls=calls)
 
 
 def _message_dicts(body: ChatBody) -> list[dict[str, Any]]:
@@ -179,9 +206,10 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
     engine = prepared.lease.engine
     try:
         msgs = _message_dicts(body)
+        think = _think(info, body.think)
         text = await _on_engine(prepared, lambda: build_chat_prompt(
             info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
-            think=body.think))
+            think=think))
         tools = ToolCalls(info, body.tools) if body.tools else None
     except LlmcrateError as e:
         svc.release(prepared)
@@ -191,18 +219,8 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
         raise
     cancel = threading.Event()
     stream = svc.stream(prepared, text, grammar=grammar, cancel=cancel)
-    pieces = _plain(stream) if tools is None else _with_tools(stream, tools)
-    return Run(prepared=prepared, pieces=pieces, cancel=cancel)
-
-
-async def _with_tools(stream: AsyncIterator[Chunk], tools: ToolCalls) -> AsyncIterator[Piece]:
-    async for chunk in stream:
-        calls, content = tools.add(chunk.text) if chunk.text else ([], "")
-        if chunk.done:
-            more, rest = tools.finish()
-            yield Piece(content=content + rest, tool_calls=calls + more, final=chunk)
-        elif calls or content:
-            yield Piece(content=content, tool_calls=calls)
+    thinking = ThinkingParser(prompt=text) if think else None
+    return Run(prepared=prepared, pieces=_pieces(stream, thinking, tools), cancel=cancel)
 
 
 @dataclass

@@ -63,7 +63,10 @@ def router(svc: Service) -> APIRouter:
 
         def obj(piece: Piece) -> dict[str, Any]:
             out: dict[str, Any] = {"model": model, "created_at": now_iso(),
-                                   "response": piece.content, "done": piece.final is not None}
+                                   "response": piece.content}
+            if piece.thinking:
+                out["thinking"] = piece.thinking
+            out["done"] = piece.final is not None
             if piece.final is not None:
                 out["done_reason"] = piece.final.done_reason
                 if not body.raw:
@@ -87,6 +90,8 @@ def router(svc: Service) -> APIRouter:
 
         def obj(piece: Piece) -> dict[str, Any]:
             message: dict[str, Any] = {"role": "assistant", "content": piece.content}
+            if piece.thinking:
+                message["thinking"] = piece.thinking
             if piece.tool_calls:
                 message["tool_calls"] = piece.tool_calls
             out: dict[str, Any] = {"model": model, "created_at": now_iso(), "message": message}
@@ -217,6 +222,9 @@ def _merge_generate(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str
     if acc is None:
         return obj
     obj["response"] = acc["response"] + obj["response"]
+    thinking = acc.get("thinking", "") + obj.get("thinking", "")
+    if thinking:
+        obj["thinking"] = thinking
     return obj
 
 
@@ -225,6 +233,9 @@ def _merge_chat(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, An
         return obj
     calls = acc["message"].get("tool_calls", []) + obj["message"].get("tool_calls", [])
     obj["message"]["content"] = acc["message"]["content"] + obj["message"]["content"]
+    thinking = acc["message"].get("thinking", "") + obj["message"].get("thinking", "")
+    if thinking:
+        obj["message"]["thinking"] = thinking
     if calls:
         obj["message"]["tool_calls"] = calls
     return obj

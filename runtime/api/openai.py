@@ -169,9 +169,11 @@ def router(svc: Service) -> APIRouter:
         created = int(time.time())
         model = body.model
         if not stream:
-            text, calls, final = await _collect(request, run)
+            text, calls, final, reasoning = await _collect(request, run)
             finish = "tool_calls" if calls else final.done_reason
             message: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning:
+                message["reasoning"] = reasoning
             if calls:
                 message["tool_calls"] = _openai_calls(calls)
             return JSONResponse({
@@ -191,6 +193,8 @@ def router(svc: Service) -> APIRouter:
             try:
                 async for piece in run.pieces:
                     delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
+                    if piece.thinking:
+                        delta["reasoning"] = piece.thinking
                     if piece.tool_calls:
                         delta["tool_calls"] = _openai_calls(piece.tool_calls, sent_calls)
                         sent_calls += len(piece.tool_calls)
@@ -237,7 +241,7 @@ def router(svc: Service) -> APIRouter:
         cid = f"cmpl-{random.randrange(1000)}"
         model = body.model
         if not stream:
-            text, _, final = await _collect(request, run)
+            text, _, final, _ = await _collect(request, run)
             return JSONResponse({
                 "id": cid, "object": "text_completion", "created": int(time.time()),
                 "model": model, "system_fingerprint": FINGERPRINT,
@@ -331,14 +335,16 @@ def _model_obj(name: str, modified: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": _owner(name)}
 
 
-async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]], Any]:
+async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]], Any, str]:
     watcher = asyncio.create_task(watch_disconnect(request.receive, run.cancel))
+    thinking: list[str] = []
     parts: list[str] = []
     calls: list[dict[str, Any]] = []
     final = None
     try:
         async for piece in run.pieces:
             parts.append(piece.content)
+            thinking.append(piece.thinking)
             calls.extend(piece.tool_calls)
             if piece.final is not None:
                 final = piece.final
@@ -346,4 +352,4 @@ async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]
         watcher.cancel()
     if final is None:
         raise ApiError(500, "generation ended without a result")
-    return "".join(parts), calls, final
+    return "".join(parts), calls, final, "".join(thinking)

@@ -177,3 +177,17 @@ def test_loading_never_blocks_other_models(tiny_gguf: Path, tmp_path: Path) -> N
         await sched.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_thinking_parser_splits_across_chunks() -> None:
+    from runtime.api.thinking import ThinkingParser
+
+    p = ThinkingParser(prompt="<|im_start|>assistant\n")
+    out = [p.add(t) for t in ["  <thi", "nk>let me", " see</th", "ink>\n\nAnswer", " here"]]
+    out.append(p.finish())
+    assert "".join(t for t, _ in out) == "let me see"
+    assert "".join(c for _, c in out) == "Answer here"
+    q = ThinkingParser(prompt="assistant\n<think>\n")      # the template opened the tag already
+    assert q.add("pondering</think>done") == ("pondering", "done")
+    r = ThinkingParser(prompt="x")
+    assert r.add("no tags at all") == ("", "no tags at all")

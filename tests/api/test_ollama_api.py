@@ -278,3 +278,32 @@ def test_capability_checks(url: str, tiny_store, tiny_gguf: Path) -> None:
     assert r.status_code == 400 and r.json()["error"] == '"tiny" does not support thinking'
     r = httpx.post(url + "/api/generate", json={"model": TINY, "prompt": "x", "images": ["aGk="]})
     assert r.status_code == 400 and "vision" in r.json()["error"]
+
+
+THINK_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+    "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n{{ if .Think }}<think>\n{{ end }}"
+)
+
+
+def test_thinking_is_separated_for_thinking_templates(client: ollama.Client, tiny_store,
+                                                      url: str) -> None:
+    from runtime.create import CreateRequest, create_from_request
+
+    create_from_request(tiny_store, "thinker", CreateRequest(from_model=TINY,
+                                                             template=THINK_TEMPLATE))
+    msgs = [{"role": "user", "content": "why?"}]
+    # thinking is on by default; the prompt opened <think>, random weights never close it
+    r = client.chat(model="thinker", messages=msgs, options=FAST)
+    assert r.message.thinking and r.message.content == ""
+    parts = list(client.chat(model="thinker", messages=msgs, options=FAST, stream=True))
+    assert "".join(p.message.thinking or "" for p in parts) == r.message.thinking
+    off = client.chat(model="thinker", messages=msgs, options=FAST, think=False)
+    assert off.message.content and not off.message.thinking
+    g = httpx.post(url + "/api/generate", json={"model": "thinker", "prompt": "why?",
+                                                 "stream": False, "options": FAST}).json()
+    assert g["thinking"] and g["response"] == ""
+    o = httpx.post(url + "/v1/chat/completions", json={"model": "thinker", "messages": msgs,
+                                                        "max_tokens": 8}).json()
+    assert o["choices"][0]["message"]["reasoning"]

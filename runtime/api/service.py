@@ -72,6 +72,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.scheduler = scheduler
+        self._infos: dict[str, tuple[tuple[int, int, int], ModelInfo]] = {}
 
     # -- models ------------------------------------------------------------------------------
     async def model_info(self, name: str, *, not_found: str | None = None) -> ModelInfo:
@@ -83,9 +84,26 @@ class Service:
         except InvalidName as e:
             raise ApiError(400, str(e)) from None
         try:
-            return await asyncio.to_thread(load_model_info, self.store, name)
+            return await asyncio.to_thread(self._cached_info, name)
         except ModelNotFound:
             raise ApiError(404, not_found or f"model '{name}' not found") from None
+
+    def _cached_info(self, name: str) -> ModelInfo:
+        """load_model_info, reread only when the manifest file changes (a stat per request)."""
+        try:
+            st = self.store.manifest_path(name).stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except (OSError, LlmcrateError):
+            key = None
+        hit = self._infos.get(name)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        info = load_model_info(self.store, name)
+        if key is not None:
+            if len(self._infos) > 256:
+                self._infos.clear()
+            self._infos[name] = (key, info)
+        return info
 
     def options(self, info: ModelInfo, request_options: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults < Modelfile params < request options; unknown names are logged and dropped."""

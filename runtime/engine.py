@@ -53,6 +53,7 @@ class LoadOptions:
     n_ctx: int = 4096
     n_batch: int = 512
     n_gpu_layers: int = -1
+    main_gpu: int = 0
     n_threads: int | None = None
     use_mmap: bool = True
     embedding: bool = False
@@ -70,6 +71,7 @@ class LoadOptions:
             n_ctx=max(16, int(num_ctx)),
             n_batch=max(1, int(_opt(options, "num_batch"))),
             n_gpu_layers=int(_opt(options, "num_gpu")),
+            main_gpu=int(options.get("main_gpu") or 0),
             n_threads=num_thread if num_thread > 0 else None,
             use_mmap=True if use_mmap is None else bool(use_mmap),
             embedding=embedding,
@@ -212,6 +214,7 @@ class Engine:
         kwargs: dict[str, Any] = dict(
             model_path=str(path), n_ctx=options.n_ctx, n_batch=min(options.n_batch, options.n_ctx),
             n_ubatch=min(options.n_batch, options.n_ctx), n_gpu_layers=options.n_gpu_layers,
+            main_gpu=options.main_gpu,
             use_mmap=options.use_mmap, embedding=options.embedding, verbose=False,
         )
         if options.n_threads:

@@ -38,7 +38,9 @@ def serve(settings: Settings) -> None:
     sock = bind_socket(settings)
     app = create_app(settings)
     config = uvicorn.Config(app, log_level="debug" if settings.debug else "info",
-                            access_log=True, timeout_keep_alive=30, proxy_headers=False)
+                            access_log=True, timeout_keep_alive=30, proxy_headers=False,
+                            # running generations are cancelled after this on shutdown
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     logger.info("Listening on %s (models in %s)", settings.host, settings.models_dir)
     try:

@@ -404,6 +404,10 @@ class Compiler:
             return self._call(head.name, spec.fn, ops, c.pos)
         if len(c.args) > 1:
             return self._bad_args(head, c.pos)
+        if isinstance(head, N.Literal) and head.is_nil:
+            def nil_command(st: State, dot: Any) -> Any:
+                raise ExecError("nil is not a command", c.pos)
+            return nil_command
         return self.operand(head)
 
     def command_piped(self, c: N.Command) -> Callable[[State, Any, Any], Any]:
@@ -557,12 +561,6 @@ class Compiler:
             return lambda st, dot: dot
         if isinstance(a, N.Literal):
             value = a.value
-            if a.is_nil:
-                lpos = a.pos
-
-                def nil(st: State, dot: Any) -> Any:
-                    raise ExecError("nil is not a command", lpos)
-                return nil
             return lambda st, dot: value
         if isinstance(a, N.Ident):
             spec = self.funcs[a.name]

@@ -132,7 +132,7 @@ def _index(item: Any, *indices: Any) -> Any:
         raise TemplateArgError("index of untyped nil")
     for i in indices:
         if isinstance(v, dict):
-            if not isinstance(i, str) and not (isinstance(i, (int, float)) and not isinstance(i, bool)):
+            if not isinstance(i, str):      # template data maps have string keys
                 raise TemplateArgError(f"value has type {type_name(i)}; should be string")
             v = v.get(i)
         elif isinstance(v, (list, tuple)):

@@ -333,6 +333,8 @@ def _bad(verb: str, arg: Any) -> str:
 
 def _format_one(verb: str, flags: str, prec: str | None, arg: Any) -> str:
     p = int(prec) if prec else (0 if prec == "" else None)
+    if arg is None:
+        return "<nil>" if verb in "vT" else f"%!{verb}(<nil>)"
     if verb == "v":
         return format_v(arg)
     if verb == "T":

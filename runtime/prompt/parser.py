@@ -259,13 +259,9 @@ class Parser:
             elif after.kind == L.COMMA:
                 raise self.error(f"too many declarations in {context}", after.pos)
         if decl:
-            if is_assign:
-                for name in decl:
-                    if name not in self.vars:
-                        raise self.error(f"undefined variable {name!r}".replace("'", '"'),
-                                         start.pos)
-            else:
-                self.vars.extend(decl)
+            # like text/template/parse, an assignment to an unknown variable parses (and fails
+            # when executed); either form makes the name known from here on
+            self.vars.extend(decl)
         cmds: list[N.Command] = []
         while True:
             tok = self.peek_non_space()
@@ -276,7 +272,12 @@ class Parser:
                 break
             if tok.kind in (L.RDELIM, L.RPAREN, L.EOF):
                 raise self.error(f"unexpected {_describe(tok)} in {context}", tok.pos)
-            cmds.append(self._command(end))
+            cmd = self._command(end)
+            if cmds and isinstance(cmd.args[0], (N.Literal, N.Dot)):
+                # only the first command of a pipeline may start with a non-executable operand
+                raise self.error(f"non executable command in pipeline stage {len(cmds) + 1}",
+                                 cmd.pos)
+            cmds.append(cmd)
             tok = self.peek_non_space()
             if tok.kind == L.PIPE:
                 self.next_non_space()
@@ -366,6 +367,8 @@ class Parser:
                 value = int(body, 10)
         except ValueError:
             raise self.error(f"bad number syntax: {text!r}", tok.pos) from None
+        if isinstance(value, float) and value in (float("inf"), float("-inf")):
+            raise self.error(f'illegal number syntax: "{text}"', tok.pos)
         return -value if neg else value
 
 

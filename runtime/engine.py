@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import dataclasses
+import functools
 import logging
 import math
 import os
@@ -206,11 +208,18 @@ class Engine:
 
     @classmethod
     def load(cls, options: LoadOptions) -> Engine:
-        """Open the model; any failure becomes an :class:`EngineError` naming the file."""
+        """Open the model; any failure becomes an :class:`EngineError` naming the file.
+
+        A model that cannot fit in free memory is refused up front (as Ollama does) rather
+        than left to thrash; a GPU load that fails is retried on the CPU.
+        """
         llama_cpp = _import_llama()
         path = options.model_path
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist")
+        gpu = options.n_gpu_layers != 0 and supports_gpu_offload()
+        if not gpu:
+            check_memory(options)
         kwargs: dict[str, Any] = dict(
             model_path=str(path), n_ctx=options.n_ctx, n_batch=min(options.n_batch, options.n_ctx),
             n_ubatch=min(options.n_batch, options.n_ctx), n_gpu_layers=options.n_gpu_layers,
@@ -226,8 +235,12 @@ class Engine:
         try:
             llm = llama_cpp.Llama(**kwargs)
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError/OSError
-            raise EngineError(f"unable to load model {path.name}: {e}",
-                              hint="the file may be corrupt or need more memory than is free") from e
+            if not gpu:
+                raise EngineError(f"unable to load model {path.name}: {e}",
+                                  hint="the file may be corrupt or need more memory than is free"
+                                  ) from e
+            logger.warning("loading %s on the GPU failed (%s); retrying on the CPU", path.name, e)
+            return cls.load(dataclasses.replace(options, n_gpu_layers=0))
         engine = cls(llm, options, time.perf_counter() - start)
         logger.info("loaded %s (ctx %d, embedding=%s) in %.3fs", path.name, options.n_ctx,
                     options.embedding, engine.load_duration)
@@ -406,6 +419,64 @@ class Engine:
             self._llm.close()
         except Exception:  # noqa: BLE001 - best effort on shutdown
             logger.debug("closing engine failed", exc_info=True)
+
+
+MEMINFO = Path("/proc/meminfo")
+#: compute buffers and the like, on top of weights and KV cache
+_OVERHEAD = 256 << 20
+
+
+def available_memory(meminfo: Path = MEMINFO) -> int | None:
+    """MemAvailable in bytes (Linux), or None when unknown."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _header_dims(path: Path) -> tuple[int, int, int, int]:
+    """(n_layer, n_embd, n_head, n_head_kv) from the GGUF header; zeros when unreadable."""
+    from .gguf_info import read_gguf_info
+
+    try:
+        kv = read_gguf_info(path).kv
+    except Exception:  # noqa: BLE001 - llama.cpp will report a bad file properly
+        return 0, 0, 0, 0
+    arch = kv.get("general.architecture", "")
+
+    def num(key: str) -> int:
+        v = kv.get(f"{arch}.{key}")
+        if isinstance(v, list):
+            v = max((x for x in v if isinstance(x, (int, float))), default=0)
+        return int(v) if isinstance(v, (int, float)) else 0
+
+    n_head = num("attention.head_count")
+    return (num("block_count"), num("embedding_length"), n_head,
+            num("attention.head_count_kv") or n_head)
+
+
+def memory_needed(options: LoadOptions) -> int:
+    """Bytes a CPU load needs: weights, a full f16 KV cache, and some overhead."""
+    n_layer, n_embd, n_head, n_head_kv = _header_dims(options.model_path)
+    kv = 0
+    if n_head:
+        kv = options.n_ctx * n_layer * 2 * (n_embd * n_head_kv // n_head) * 2
+    return file_size(options.model_path) + kv + _OVERHEAD
+
+
+def check_memory(options: LoadOptions, *, available: int | None = None) -> None:
+    """EngineError when the model cannot fit in available memory (Ollama's check)."""
+    free = available_memory() if available is None else available
+    needed = memory_needed(options)
+    if free is not None and needed > free:
+        raise EngineError(
+            f"model requires more system memory ({needed / (1 << 30):.1f} GiB) than is "
+            f"available ({free / (1 << 30):.1f} GiB)",
+            hint="use a smaller model or num_ctx, or unload other models (OLLAMA_MAX_LOADED_MODELS)")
 
 
 def _kv_bytes(llama_cpp: Any, llm: Any) -> int:

@@ -115,6 +115,11 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone().isoformat(timespec="microseconds")
 
 
+def _close_late(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
+
+
 class Scheduler:
     """Loads, shares and unloads engines. Use from one asyncio event loop."""
 
@@ -194,11 +199,19 @@ class Scheduler:
 
     async def _load_engine(self, runner: Runner) -> None:
         loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._pool, self._loader, runner.ref.load)
         try:
-            engine = await loop.run_in_executor(self._pool, self._loader, runner.ref.load)
+            engine = await asyncio.wait_for(asyncio.shield(fut), self.settings.load_timeout)
         except Exception as e:  # noqa: BLE001 - every failure must reach the waiting requests
-            err = e if isinstance(e, LlmcrateError) else EngineError(
-                f"unable to load model {runner.ref.name}: {e}")
+            if isinstance(e, TimeoutError):
+                # the thread cannot be stopped; close what it loads once it is done
+                fut.add_done_callback(_close_late)
+                err: LlmcrateError = EngineError(
+                    f"timed out waiting for {runner.ref.name} to load "
+                    f"(OLLAMA_LOAD_TIMEOUT {self.settings.load_timeout:g}s)")
+            else:
+                err = e if isinstance(e, LlmcrateError) else EngineError(
+                    f"unable to load model {runner.ref.name}: {e}")
             logger.warning("loading %s failed: %s", runner.ref.name, err)
             runner.loading -= 1
             if runner.loaded:

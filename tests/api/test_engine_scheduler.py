@@ -191,3 +191,36 @@ def test_thinking_parser_splits_across_chunks() -> None:
     assert q.add("pondering</think>done") == ("pondering", "done")
     r = ThinkingParser(prompt="x")
     assert r.add("no tags at all") == ("", "no tags at all")
+
+
+def test_memory_check_refuses_what_cannot_fit(tiny_gguf: Path, tmp_path: Path) -> None:
+    from runtime.engine import available_memory, check_memory, memory_needed
+
+    opts = LoadOptions(model_path=tiny_gguf, n_ctx=2048)
+    need = memory_needed(opts)
+    # weights + KV cache (2 layers x 2048 ctx x K,V x 32 dims x f16) + overhead
+    assert need == tiny_gguf.stat().st_size + 2048 * 2 * 2 * 32 * 2 + (256 << 20)
+    check_memory(opts, available=need)
+    with pytest.raises(EngineError, match="requires more system memory"):
+        check_memory(opts, available=need - 1)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    1000 kB\n")
+    assert available_memory(meminfo) == 1000 * 1024
+    assert available_memory(tmp_path / "absent") is None
+
+
+def test_load_timeout_is_an_engine_error(tiny_gguf: Path, tmp_path: Path) -> None:
+    import time
+
+    def slow(opts: LoadOptions) -> Engine:
+        time.sleep(1.0)
+        return Engine.load(opts)
+
+    async def scenario() -> None:
+        sched = Scheduler(Settings(models_dir=tmp_path, load_timeout=0.2), loader=slow)
+        with pytest.raises(EngineError, match="timed out waiting"):
+            await sched.acquire(_ref(tiny_gguf, "slow:latest", "sha256:ab"))
+        assert sched.loaded() == []
+        await sched.shutdown()
+
+    asyncio.run(scenario())

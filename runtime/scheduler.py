@@ -329,7 +329,8 @@ class Scheduler:
             else:
                 expires = now + dt.timedelta(seconds=r.keep_alive)
             size = r.size
-            vram = size if gpu and r.ref.load.n_gpu_layers != 0 else 0
+            on_gpu = gpu and any(e.options.n_gpu_layers != 0 for e in r.engines)
+            vram = size if on_gpu else 0
             rows.append(LoadedModel(name=r.ref.name, digest=r.ref.digest, size=size, size_vram=vram,
                                     expires_at=expires, context_length=r.ref.load.n_ctx,
                                     details=r.ref.details))

@@ -18,7 +18,6 @@ import pytest
 
 from runtime.errors import TemplateError
 from runtime.prompt import GoTemplate
-from runtime.prompt.ollama import _collate
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -139,19 +138,23 @@ def test_random_templates(gocheck: Path) -> None:
 
 
 def test_family_goldens_match_go(gocheck: Path) -> None:
-    """The golden prompts (no tools) are what Go renders from Ollama-shaped values."""
-    cases, names = [], []
+    """Every golden prompt of the .Messages path (tool cases included) is what Go renders from
+    Ollama-shaped values (gocheck/ollama.go builds them from the same /api/chat JSON)."""
+    tools = json.loads((DATA / "tools-defs.json").read_text())
+    rows, files = [], []
     for d in sorted((DATA / "golden").iterdir()):
         if d.name == "phi-3-legacy":        # legacy path: turn by turn, not one execution
             continue
         text = (DATA / "templates" / f"{d.name}.gotmpl").read_text(encoding="utf-8")
-        for case in ["user", "user-assistant-user", "system-user-assistant-user"]:
-            system, msgs = _collate(json.loads((DATA / "messages" / f"{case}.json").read_text()))
-            values = {"System": system, "Tools": None, "Response": "", "Think": False,
-                      "ThinkLevel": "", "IsThinkSet": False,
-                      "Messages": [{"Role": m["role"], "Content": m["content"], "Thinking": "",
-                                    "ToolCalls": None, "Images": None, "ToolName": ""} for m in msgs]}
-            cases.append((text, values))
-            names.append(d / case)
-    for name, g in zip(names, run_go(gocheck, cases)):
-        assert g.get("out") == name.read_text(encoding="utf-8"), name
+        for f in sorted(d.iterdir()):
+            msgs = json.loads((DATA / "messages" / f"{f.name}.json").read_text())
+            rows.append({"t": text, "messages": msgs,
+                         "tools": tools if f.name in ("tools", "tools-single") else None})
+            files.append(f)
+    inp = "".join(json.dumps(r) + "\n" for r in rows)
+    res = subprocess.run([str(gocheck)], input=inp, capture_output=True, text=True, check=True,
+                         timeout=120)
+    outs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(outs) == len(files) > 40
+    for f, g in zip(files, outs):
+        assert "xerr" not in g and g.get("out") == f.read_text(encoding="utf-8"), f

@@ -1,6 +1,7 @@
 // Command gocheck executes Go templates with Go's own text/template, for differential tests of
 // llmcrate's interpreter (tests/prompt/test_go_differential.py). It reads JSON lines
-// {"t": template, "d": data} and writes {"out", "perr" (parse error), "xerr" (exec error)};
+// {"t": template, "d": data} or {"t", "messages", "tools"} (/api/chat JSON, turned into
+// Ollama-shaped values by ollama.go) and writes {"out", "perr" (parse error), "xerr" (exec error)};
 // options as Ollama's: missingkey=zero and a "json" function. JSON numbers without a fraction
 // or exponent become int, others float64, so the data matches the Python side's types.
 package main
@@ -15,8 +16,10 @@ import (
 )
 
 type req struct {
-	T string          `json:"t"`
-	D json.RawMessage `json:"d"`
+	T        string          `json:"t"`
+	D        json.RawMessage `json:"d"`
+	Messages json.RawMessage `json:"messages"` // with tools: render Ollama-shaped values instead of d
+	Tools    json.RawMessage `json:"tools"`
 }
 
 func conv(v any) any {
@@ -53,11 +56,19 @@ func main() {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			panic(err)
 		}
-		dec := json.NewDecoder(bytes.NewReader(r.D))
-		dec.UseNumber()
 		var d any
-		dec.Decode(&d)
-		d = conv(d)
+		if r.Messages != nil {
+			v, err := ollamaValues(r.Messages, r.Tools)
+			if err != nil {
+				panic(err)
+			}
+			d = v
+		} else {
+			dec := json.NewDecoder(bytes.NewReader(r.D))
+			dec.UseNumber()
+			dec.Decode(&d)
+			d = conv(d)
+		}
 		res := map[string]any{}
 		t, err := template.New("t").Option("missingkey=zero").Funcs(funcs).Parse(r.T)
 		if err != nil {

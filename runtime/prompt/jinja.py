@@ -130,6 +130,8 @@ def jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if calls:
             fixed = []
             for c in calls:
+                if not isinstance(c, dict) or not isinstance(c.get("function") or {}, dict):
+                    raise TemplateError("a tool call must be a JSON object with a \"function\" object")
                 fn = dict(c.get("function") or {})
                 if isinstance(fn.get("arguments"), str):
                     try:

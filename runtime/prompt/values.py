@@ -12,10 +12,28 @@ inside JSON values are float64 as in Go (``3`` prints as ``3``, ``1e6`` as ``1e+
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import TemplateError
 from .gofmt import GoStruct, json_marshal
+
+
+def _obj(v: Any, what: str) -> dict[str, Any]:
+    """A JSON object from a request, {} when absent; anything else is a clear error."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise TemplateError(f"{what} must be a JSON object, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise TemplateError(f"{what} must be a JSON array, got {type(v).__name__}")
+    return v
 
 
 def go_any(v: Any) -> Any:
@@ -73,9 +91,11 @@ class ToolProperty(GoStruct):
     _go_type = "api.ToolProperty"
 
     def __init__(self, d: dict[str, Any]) -> None:
-        self.AnyOf = [ToolProperty(x) for x in d.get("anyOf") or []] or None
+        d = _obj(d, "a tool parameter property")
+        self.AnyOf = [ToolProperty(x) for x in _list(d.get("anyOf"), "anyOf")] or None
         t = d.get("type")
-        self.Type = PropertyType([t] if isinstance(t, str) else (t or []))
+        self.Type = PropertyType([t] if isinstance(t, str) else
+                                 [str(x) for x in _list(t, "a property type")])
         self.Items = go_any(d.get("items"))
         self.Description = str(d.get("description") or "")
         self.Enum = go_any(d.get("enum")) or None
@@ -113,12 +133,13 @@ class ToolParameters(GoStruct):
     _go_type = "api.ToolFunctionParameters"
 
     def __init__(self, d: dict[str, Any]) -> None:
+        d = _obj(d, "a tool's parameters")
         self.Type = str(d.get("type") or "")
         self.Defs = go_any(d.get("$defs"))
         self.Items = go_any(d.get("items"))
-        self.Required = [str(x) for x in d.get("required") or []]
-        props = d.get("properties")
-        self.Properties = JSONMap({k: ToolProperty(v or {}) for k, v in (props or {}).items()})
+        self.Required = [str(x) for x in _list(d.get("required"), "required")]
+        props = _obj(d.get("properties"), "parameters.properties")
+        self.Properties = JSONMap({k: ToolProperty(v) for k, v in props.items()})
 
     def go_string(self) -> str:
         return json_marshal(self)
@@ -141,9 +162,10 @@ class ToolFunction(GoStruct):
     _go_type = "api.ToolFunction"
 
     def __init__(self, d: dict[str, Any]) -> None:
+        d = _obj(d, "a tool's function")
         self.Name = str(d.get("name") or "")
         self.Description = str(d.get("description") or "")
-        self.Parameters = ToolParameters(d.get("parameters") or {})
+        self.Parameters = ToolParameters(d.get("parameters"))
 
     def go_string(self) -> str:
         return json_marshal(self)
@@ -166,7 +188,7 @@ class Tool(GoStruct):
             raise TemplateError(f"a tool must be a JSON object, got {type(d).__name__}")
         self.Type = str(d.get("type") or "")
         self.Items = go_any(d.get("items"))
-        self.Function = ToolFunction(d.get("function") or {})
+        self.Function = ToolFunction(d.get("function"))
 
     def go_string(self) -> str:
         return json_marshal(self)
@@ -185,16 +207,19 @@ class ToolCallFunction(GoStruct):
     _go_type = "template.templateToolCallFunction"
 
     def __init__(self, d: dict[str, Any]) -> None:
-        self.Index = int(d.get("index") or 0)
+        d = _obj(d, "a tool call's function")
+        index = d.get("index") or 0
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TemplateError("a tool call's index must be an integer")
+        self.Index = index
         self.Name = str(d.get("name") or "")
         args = d.get("arguments")
         if isinstance(args, str):       # OpenAI-style JSON text
-            import json
             try:
                 args = json.loads(args) if args.strip() else {}
             except ValueError:
                 raise TemplateError(f"tool call arguments are not JSON: {args[:80]!r}") from None
-        self.Arguments = JSONMap(go_any(args or {}))
+        self.Arguments = JSONMap(go_any(_obj(args, "tool call arguments")))
 
 
 class ToolCall(GoStruct):
@@ -203,8 +228,9 @@ class ToolCall(GoStruct):
     _go_type = "template.templateToolCall"
 
     def __init__(self, d: dict[str, Any]) -> None:
+        d = _obj(d, "a tool call")
         self.ID = str(d.get("id") or "")
-        self.Function = ToolCallFunction(d.get("function") or {})
+        self.Function = ToolCallFunction(d.get("function"))
 
 
 class Message(GoStruct):
@@ -234,6 +260,8 @@ def message_from_api(m: dict[str, Any]) -> dict[str, Any]:
     content = m.get("content")
     if content is not None and not isinstance(content, str):
         raise TemplateError("message content must be a string")
+    _list(m.get("tool_calls"), "a message's tool_calls")
+    _list(m.get("images"), "a message's images")
     if content and role.islower():
         return m
     return {**m, "role": role.lower(), "content": content or ""}
@@ -251,4 +279,4 @@ def to_template_message(m: dict[str, Any]) -> Message:
 def to_template_tools(tools: list[dict[str, Any]] | None) -> ToolList | None:
     if tools is None:
         return None
-    return ToolList(Tool(t) for t in tools)
+    return ToolList(Tool(t) for t in _list(tools, "tools"))

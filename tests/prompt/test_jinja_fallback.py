@@ -128,3 +128,9 @@ def test_generation_block_renders_its_body() -> None:
          "{% endgeneration %}{% else %}U:{{ m.content }}{% endif %}{% endfor %}")
     msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
     assert render_jinja(t, messages=msgs) == "U:xA:y"
+
+
+def test_malformed_tool_call_is_a_template_error() -> None:
+    with pytest.raises(TemplateError):
+        chat_prompt(template=None, jinja_template="{{ messages }}",
+                    messages=[{"role": "assistant", "content": "", "tool_calls": ["x"]}])

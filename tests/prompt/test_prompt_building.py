@@ -176,3 +176,21 @@ def test_to_typescript_type_and_property_fields() -> None:
     out = chat(t + "{{ .Messages }}", [{"role": "user", "content": "q"}], tools=tools, system="s")
     assert out.startswith('a: number; b: string | null; c: any[] | Record<string, any>; '
                           'd: string [x y]; e: any; any')
+
+
+@pytest.mark.parametrize("messages,tools", [
+    ([{"role": "user", "content": "x", "tool_calls": "nope"}], None),
+    ([{"role": "assistant", "content": "", "tool_calls": ["nope"]}], None),
+    ([{"role": "assistant", "content": "", "tool_calls": [{"function": "f"}]}], None),
+    ([{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": [1]}}]}], None),
+    ([{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}], None),
+    ([{"role": "user", "content": "x", "images": "abc"}], None),
+    ([{"role": "user", "content": "x"}], "tools"),
+    ([{"role": "user", "content": "x"}], [{"type": "function", "function": "f"}]),
+    ([{"role": "user", "content": "x"}], [{"function": {"name": "f", "parameters": {"properties": []}}}]),
+    ([{"role": "user", "content": "x"}], [{"function": {"name": "f", "parameters": {"properties": {"a": 1}}}}]),
+])
+def test_malformed_tools_and_calls_are_template_errors(messages: list, tools: object) -> None:
+    t = "{{ range .Messages }}{{ .Content }}{{ end }}{{ .Tools }}"
+    with pytest.raises(TemplateError):
+        chat(t, messages, tools=tools)  # type: ignore[arg-type]

@@ -61,7 +61,8 @@ def _load_template(path: Path) -> dict[str, Any]:
 @click.option("--system", help="System prompt (the Modelfile SYSTEM).")
 @click.option("--prompt", help="Render as /api/generate with this prompt.")
 @click.option("--suffix", help="Fill-in-the-middle suffix (with --prompt).")
-@click.option("--response", help="Render as if the model had answered this (adds an assistant turn).")
+@click.option("--response",
+              help="Render as if the model had answered this (adds an assistant turn).")
 def render(template_path: Path, messages_path: str | None, tools_path: str | None,
            system: str | None, prompt: str | None, suffix: str | None,
            response: str | None) -> None:

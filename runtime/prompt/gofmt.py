@@ -340,7 +340,7 @@ def _format_one(verb: str, flags: str, prec: str | None, arg: Any) -> str:
     if verb == "T":
         return type_name(arg)
     if verb == "s":
-        if isinstance(arg, (int, float)) and not isinstance(arg, bool) and not hasattr(arg, "go_string"):
+        if isinstance(arg, (int, float)) and not isinstance(arg, bool):
             return _bad(verb, arg)
         s = format_v(arg)
         return s[:p] if p is not None else s

@@ -131,15 +131,19 @@ def jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             fixed = []
             for c in calls:
                 if not isinstance(c, dict) or not isinstance(c.get("function") or {}, dict):
-                    raise TemplateError("a tool call must be a JSON object with a \"function\" object")
+                    raise TemplateError(
+                        'a tool call must be a JSON object with a "function" object')
                 fn = dict(c.get("function") or {})
                 if isinstance(fn.get("arguments"), str):
                     try:
                         fn["arguments"] = json.loads(fn["arguments"] or "{}")
                     except ValueError:
                         pass
-                fixed.append({"type": c.get("type", "function"), **({"id": c["id"]} if c.get("id") else {}),
-                              "function": fn})
+                call: dict[str, Any] = {"type": c.get("type", "function")}
+                if c.get("id"):
+                    call["id"] = c["id"]
+                call["function"] = fn
+                fixed.append(call)
             msg["tool_calls"] = fixed
         if m.get("role") == "tool" and m.get("tool_name") and "name" not in msg:
             msg["name"] = m["tool_name"]

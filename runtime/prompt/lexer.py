@@ -110,7 +110,7 @@ def lex(src: Source) -> list[Token]:
             if text.startswith("}}", q):
                 trim_next_text = False
                 pos = q + 2
-            elif q + 3 < n + 1 and _is_space(text[q:q + 1] or "x") and text.startswith("-}}", q + 1):
+            elif q < n and _is_space(text[q]) and text.startswith("-}}", q + 1):
                 trim_next_text = True
                 pos = q + 4
             else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -39,7 +38,6 @@ class Run:
     prepared: Prepared
     pieces: AsyncIterator[Piece]
     cancel: threading.Event
-    prompt_tokens: list[int] | None = None
 
 
 @dataclass
@@ -228,7 +226,6 @@ class Embedded:
     vectors: list[list[float]]
     prompt_eval_count: int
     prepared: Prepared | None
-    total_duration: int = 0
 
 
 def embed_inputs(value: Any) -> list[str]:
@@ -250,20 +247,21 @@ async def run_embed(svc: Service, body: EmbedBody, *, started: int, normalize: b
     except LlmcrateError as e:
         raise _wrap(e) from None
     prepared = await _lease(svc, info, options, body.keep_alive, started, embedding=True)
-    try:
-        if not texts:
-            return Embedded([], 0, prepared)
-        engine = prepared.lease.engine
-        truncate = body.truncate is None or body.truncate
-        try:
-            vectors, count = await asyncio.to_thread(
-                lambda: engine.embed(texts, truncate=truncate, normalize=normalize))
-        except LlmcrateError as e:
-            raise ApiError(400 if "exceeds" in str(e) else 500, str(e)) from None
-        if body.dimensions and 0 < body.dimensions < len(vectors[0]):
-            from ..engine import normalize as l2
-
-            vectors = [l2(v[: body.dimensions]) for v in vectors]
-        return Embedded(vectors, count, prepared, time.perf_counter_ns() - started)
-    finally:
+    if not texts:
         svc.release(prepared)
+        return Embedded([], 0, prepared)
+    engine = prepared.lease.engine
+    truncate = body.truncate is None or body.truncate
+    work = asyncio.ensure_future(asyncio.to_thread(
+        lambda: engine.embed(texts, truncate=truncate, normalize=normalize)))
+    # the engine goes back only when the thread is done with it, even if the client left
+    work.add_done_callback(lambda _: svc.release(prepared))
+    try:
+        vectors, count = await asyncio.shield(work)
+    except LlmcrateError as e:
+        raise ApiError(400 if "exceeds" in str(e) else 500, str(e)) from None
+    if body.dimensions and 0 < body.dimensions < len(vectors[0]):
+        from ..engine import normalize as l2
+
+        vectors = [l2(v[: body.dimensions]) for v in vectors]
+    return Embedded(vectors, count, prepared)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..errors import LlmcrateError
 from ..names import parse_name
 from .errors import ApiError, openai_body, to_api_error
-from .inference import Instant, Run, run_embed, start_chat, start_generate
+from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
 from .service import Service, unless_disconnected, watch_disconnect
 
@@ -188,10 +188,12 @@ def router(svc: Service) -> APIRouter:
                     "model": model, "system_fingerprint": FINGERPRINT,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+        pieces = await _started(run)
+
         async def events() -> AsyncIterator[bytes]:
             sent_calls = 0
             try:
-                async for piece in run.pieces:
+                async for piece in pieces:
                     delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
                     if piece.thinking:
                         delta["reasoning"] = piece.thinking
@@ -254,9 +256,11 @@ def router(svc: Service) -> APIRouter:
                     "choices": [{"text": text, "index": 0, "finish_reason": finish}],
                     "model": model, "system_fingerprint": FINGERPRINT}
 
+        pieces = await _started(run)
+
         async def events() -> AsyncIterator[bytes]:
             try:
-                async for piece in run.pieces:
+                async for piece in pieces:
                     final = piece.final
                     yield _sse(chunk(piece.content, final.done_reason if final else None))
                     if final is not None and include_usage:
@@ -333,6 +337,25 @@ def _model_obj(name: str, modified: str) -> dict[str, Any]:
     except ValueError:
         created = 0
     return {"id": name, "object": "model", "created": created, "owned_by": _owner(name)}
+
+
+async def _started(run: Run) -> AsyncIterator[Piece]:
+    """Wait for the first piece before answering 200, so early failures get a real status
+    (and the generation thread is running, so its engine is always given back)."""
+    try:
+        first = await run.pieces.__anext__()
+    except StopAsyncIteration:
+        raise ApiError(500, "generation ended without output") from None
+
+    async def chained() -> AsyncIterator[Piece]:
+        try:
+            yield first
+            async for piece in run.pieces:
+                yield piece
+        finally:
+            run.cancel.set()
+
+    return chained()
 
 
 async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]], Any, str]:

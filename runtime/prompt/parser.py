@@ -280,9 +280,7 @@ class Parser:
             cmds.append(cmd)
             tok = self.peek_non_space()
             if tok.kind == L.PIPE:
-                self.next_non_space()
-                if self.peek_non_space().kind == end:
-                    raise self.error("missing command after |", tok.pos)
+                self.next_non_space()      # a trailing "|" is accepted, as Go's parser does
         return N.Pipeline(decl, is_assign, cmds, start.pos)
 
     def _command(self, end: str) -> N.Command:

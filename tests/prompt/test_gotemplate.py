@@ -98,6 +98,7 @@ class Point(GoStruct):
     ('{{ "abc" | printf "%s-%s" "x" }}', {}, "x-abc"),
     ('{{ .A | or "" | and 1 }}', {"A": "v"}, "v"),
     ('{{ .Missing | or "default" }}', {}, "default"),
+    ('{{ "a" | }}', {}, "a"),
     ("{{ .A | len }}", {"A": "héllo"}, "6"),
     ("{{ (.A) }}", {"A": "paren"}, "paren"),
     ("{{ (index .L 1).X }}", {"L": [Point(1, 2), Point(3, 4)]}, "3"),

@@ -220,9 +220,11 @@ class Engine:
         gpu = options.n_gpu_layers != 0 and supports_gpu_offload()
         if not gpu:
             check_memory(options)
+        # an embedding reads each input in one batch, so inputs up to num_ctx fit untruncated
+        batch = options.n_ctx if options.embedding else min(options.n_batch, options.n_ctx)
         kwargs: dict[str, Any] = dict(
-            model_path=str(path), n_ctx=options.n_ctx, n_batch=min(options.n_batch, options.n_ctx),
-            n_ubatch=min(options.n_batch, options.n_ctx), n_gpu_layers=options.n_gpu_layers,
+            model_path=str(path), n_ctx=options.n_ctx, n_batch=batch,
+            n_ubatch=batch, n_gpu_layers=options.n_gpu_layers,
             main_gpu=options.main_gpu,
             use_mmap=options.use_mmap, embedding=options.embedding, verbose=False,
         )

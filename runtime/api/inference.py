@@ -114,7 +114,7 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if not body.prompt:
         svc.release(prepared)
         return Instant("load")
-    think = _think(info, body.think) if not body.raw else None
+    think = _think(info, body.think, structured=grammar is not None) if not body.raw else None
     try:
         engine = prepared.lease.engine
         if body.raw:
@@ -140,11 +140,12 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     return Run(prepared=prepared, pieces=_pieces(stream, thinking, None), cancel=cancel)
 
 
-def _think(info: ModelInfo, think: Any) -> Any:
-    """The think value for the template: on by default where the template can think."""
+def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
+    """The think value for the template: on by default where the template can think, except
+    with a ``format`` (the grammar constrains the output from its first token)."""
     text = _template_text(info)
     if think is None and wants_thinking(text, None):
-        return True
+        return False if structured else True
     return think if wants_thinking(text, think) else (False if think is not None else None)
 
 
@@ -204,7 +205,7 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
     engine = prepared.lease.engine
     try:
         msgs = _message_dicts(body)
-        think = _think(info, body.think)
+        think = _think(info, body.think, structured=grammar is not None)
         text = await _on_engine(prepared, lambda: build_chat_prompt(
             info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
             think=think))

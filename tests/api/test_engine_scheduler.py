@@ -224,3 +224,15 @@ def test_load_timeout_is_an_engine_error(tiny_gguf: Path, tmp_path: Path) -> Non
         await sched.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_embedding_reads_long_inputs_whole(tiny_gguf: Path) -> None:
+    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=1024, embedding=True))
+    try:
+        long = "word " * 700                      # > 512 tokens, the generation batch size
+        [full], n = e.embed([long])
+        with pytest.raises(EngineError, match="exceeds"):
+            e.embed(["word " * 1100], truncate=False)
+    finally:
+        e.close()
+    assert n > 512

@@ -307,3 +307,7 @@ def test_thinking_is_separated_for_thinking_templates(client: ollama.Client, tin
     o = httpx.post(url + "/v1/chat/completions", json={"model": "thinker", "messages": msgs,
                                                         "max_tokens": 8}).json()
     assert o["choices"][0]["message"]["reasoning"]
+    # a format constrains the answer from the first token: thinking stays off unless asked
+    j = client.chat(model="thinker", messages=msgs, format="json",
+                    options={"num_predict": 16, "seed": 2})
+    assert j.message.content.lstrip()[:1] in ("{", "[") and not j.message.thinking

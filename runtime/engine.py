@@ -251,7 +251,8 @@ class Engine:
     # -- facts -------------------------------------------------------------------------------
     @property
     def n_ctx(self) -> int:
-        return int(self._llm.n_ctx())
+        # llama.cpp pads the context (to 256s); llama-cpp-python's buffers hold what was asked
+        return min(int(self._llm.n_ctx()), self.options.n_ctx)
 
     @property
     def memory_size(self) -> int:
@@ -279,12 +280,13 @@ class Engine:
 
     # -- generation --------------------------------------------------------------------------
     def _fit_prompt(self, tokens: list[int], opts: SamplingOptions) -> list[int]:
-        """Keep the prompt inside the context like Ollama: keep num_keep, drop the oldest."""
+        """A prompt that does not fit the context keeps its first num_keep tokens and drops
+        the oldest after them (Ollama's runner), leaving room to generate."""
         n_ctx = self.n_ctx
+        if len(tokens) < n_ctx:
+            return tokens
         room = n_ctx // 4 if opts.num_predict < 0 else min(max(opts.num_predict, 1), n_ctx // 2)
         limit = max(1, n_ctx - max(room, 1))
-        if len(tokens) <= limit:
-            return tokens
         keep = max(0, min(opts.num_keep, limit - 1))
         logger.warning("prompt of %d tokens truncated to %d (num_ctx %d)", len(tokens), limit, n_ctx)
         return tokens[:keep] + tokens[len(tokens) - (limit - keep):]

@@ -236,3 +236,15 @@ def test_embedding_reads_long_inputs_whole(tiny_gguf: Path) -> None:
     finally:
         e.close()
     assert n > 512
+
+
+def test_overlong_prompt_keeps_num_keep_and_the_latest_tokens(tiny_gguf: Path) -> None:
+    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=64))
+    try:
+        prompt = list(range(97, 123)) * 4           # 104 byte tokens > 64
+        *_, last = e.generate(prompt, SamplingOptions(num_predict=4, num_keep=5, seed=1))
+    finally:
+        e.close()
+    kept = last.context[: last.prompt_eval_count]
+    assert kept[:5] == prompt[:5] and kept[5:] == prompt[len(prompt) - (len(kept) - 5):]
+    assert last.prompt_eval_count + last.eval_count <= 64 and last.eval_count == 4

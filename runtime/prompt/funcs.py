@@ -51,8 +51,6 @@ def _eq(a: Any, *bs: Any) -> bool:
     if not bs:
         raise TemplateArgError("missing argument for comparison")
     ka = _kind(a)
-    if ka == "noncomparable":
-        raise TemplateArgError("invalid type for comparison")
     for b in bs:
         kb = _kind(b)
         if ka != kb:
@@ -65,7 +63,7 @@ def _eq(a: Any, *bs: Any) -> bool:
             truth = True
         else:
             if kb == "noncomparable":
-                raise TemplateArgError(f"non-comparable types {type_name(a)}, {type_name(b)}")
+                raise TemplateArgError(f"non-comparable type {type_name(b)}")
             truth = a is b or a == b
         if truth:
             return True
@@ -196,7 +194,8 @@ def _bounded(s: str) -> str:
 def _eval_args(args: tuple[Any, ...]) -> str:
     if len(args) == 1 and isinstance(args[0], str):
         return args[0]
-    return _bounded(sprint(list(args)))
+    # text/template's evalArgs: a nil argument prints as "<no value>" here
+    return _bounded(sprint(["<no value>" if a is None else a for a in args]))
 
 
 def _html(*args: Any) -> str:

@@ -305,79 +305,150 @@ def sprintf(fmt: str, args: list[Any], *, max_width: int = 1 << 24) -> str:
             continue
         arg = args[argi]
         argi += 1
-        out.append(_pad(_format_one(verb, flags, prec, arg), flags, width))
+        spec = _Spec(flags, int(width) if width else None, int(prec) if prec else
+                     (0 if prec == "" else None))
+        out.append(_fmt_top(verb, spec, arg))
     if argi < len(args):
-        extra = ", ".join(f"{type_name(a)}={format_v(a)}" for a in args[argi:])
+        extra = ", ".join("<nil>" if a is None else f"{type_name(a)}={format_v(a)}"
+                          for a in args[argi:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
 
 
-def _pad(s: str, flags: str, width: str) -> str:
-    if not width:
+class _Spec:
+    __slots__ = ("flags", "width", "prec")
+
+    def __init__(self, flags: str, width: int | None, prec: int | None) -> None:
+        self.flags = flags
+        self.width = width
+        self.prec = prec
+
+
+def _pad(s: str, spec: _Spec, numeric: bool = False) -> str:
+    w = spec.width
+    if w is None or len(s) >= w:
         return s
-    w = int(width)
-    if len(s) >= w:
-        return s
-    if "-" in flags:
+    if "-" in spec.flags:
         return s + " " * (w - len(s))
-    if "0" in flags and s[:1] in "-+" and s[1:2].isdigit():
-        return s[0] + "0" * (w - len(s)) + s[1:]
-    if "0" in flags and s[:1].isdigit():
-        return "0" * (w - len(s)) + s
+    if "0" in spec.flags:      # Go pads with zeros after the sign, strings too
+        sign = s[0] if numeric and s[:1] in "-+ " else ""
+        return sign + "0" * (w - len(s)) + s[len(sign):]
     return " " * (w - len(s)) + s
 
 
-def _bad(verb: str, arg: Any) -> str:
-    return f"%!{verb}({type_name(arg)}={format_v(arg)})"
-
-
-def _format_one(verb: str, flags: str, prec: str | None, arg: Any) -> str:
-    p = int(prec) if prec else (0 if prec == "" else None)
-    if arg is None:
-        return "<nil>" if verb in "vT" else f"%!{verb}(<nil>)"
-    if verb == "v":
-        return format_v(arg)
+def _fmt_top(verb: str, spec: _Spec, arg: Any) -> str:
+    if arg is None:          # a nil interface argument
+        return _pad("<nil>", spec) if verb in "vT" else f"%!{verb}(<nil>)"
     if verb == "T":
-        return type_name(arg)
-    if verb == "s":
-        if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            return _bad(verb, arg)
-        s = format_v(arg)
-        return s[:p] if p is not None else s
+        return _pad(type_name(arg), spec)
+    return _fmt(verb, spec, arg)
+
+
+def _bad(verb: str, spec: _Spec, arg: Any) -> str:
+    # fmt's badVerb prints the value with %v and the same width/precision
+    return f"%!{verb}({type_name(arg)}={_fmt('v', spec, arg)})"
+
+
+def _fmt(verb: str, spec: _Spec, arg: Any) -> str:
+    """One operand, fmt-style: verbs apply to the leaves of slices, maps and structs."""
+    if arg is None:          # nil inside a container
+        return _pad("<nil>", spec)
+    gs = getattr(arg, "go_string", None)
+    if gs is not None and verb in "vsqxX":
+        return _fmt_str(verb, spec, gs())
+    if arg is True or arg is False:
+        return _pad("true" if arg else "false", spec) if verb in "vt" else _bad(verb, spec, arg)
+    if isinstance(arg, int):
+        return _fmt_int(verb, spec, arg)
+    if isinstance(arg, float):
+        return _fmt_float(verb, spec, arg)
+    if isinstance(arg, str):
+        return _fmt_str(verb, spec, arg)
+    if isinstance(arg, (list, tuple)):
+        return "[" + " ".join(_fmt(verb, spec, x) for x in arg) + "]"
+    if isinstance(arg, dict):
+        return "map[" + " ".join(f"{_fmt(verb, spec, k)}:{_fmt(verb, spec, arg[k])}"
+                                 for k in sorted(arg, key=_sort_key)) + "]"
+    if isinstance(arg, GoStruct):
+        return "{" + " ".join(_fmt(verb, spec, getattr(arg, f)) for f in arg._go_fields) + "}"
+    return _pad(str(arg), spec)
+
+
+def _fmt_str(verb: str, spec: _Spec, s: str) -> str:
+    if verb in "vs":
+        if spec.prec is not None:
+            s = s[:spec.prec]
+        return _pad(s, spec)
     if verb == "q":
-        if isinstance(arg, str) or hasattr(arg, "go_string"):
-            return go_quote(format_v(arg))
-        if isinstance(arg, int) and not isinstance(arg, bool):
-            return "'" + chr(arg) + "'"
-        return _bad(verb, arg)
-    if verb == "t":
-        return format_v(arg) if isinstance(arg, bool) else _bad(verb, arg)
-    if verb in "dxXobc":
-        if isinstance(arg, bool) or not isinstance(arg, int):
-            if verb in "xX" and isinstance(arg, str):
-                h = arg.encode().hex()
-                return h.upper() if verb == "X" else h
-            return _bad(verb, arg)
-        if verb == "d":
-            s = str(arg)
-            return ("+" + s) if "+" in flags and arg >= 0 else s
-        if verb == "c":
-            return chr(arg)
-        spec = {"x": "x", "X": "X", "o": "o", "b": "b"}[verb]
-        s = format(abs(arg), spec)
-        if "#" in flags and verb in "xX":
+        return _pad(go_quote(s if spec.prec is None else s[:spec.prec]), spec)
+    if verb in "xX":
+        h = s.encode("utf-8").hex()
+        return _pad(h.upper() if verb == "X" else h, spec)
+    return _bad(verb, spec, s)
+
+
+def _fmt_int(verb: str, spec: _Spec, n: int) -> str:
+    if verb in "vd":
+        s = str(abs(n)) if spec.prec is None else str(abs(n)).zfill(spec.prec)
+        s = "-" + s if n < 0 else s
+        if "+" in spec.flags and n >= 0:
+            s = "+" + s
+        elif " " in spec.flags and n >= 0:
+            s = " " + s
+        return _pad(s, spec, numeric=True)
+    if verb in "xXob":
+        s = format(abs(n), verb)
+        if spec.prec is not None:
+            s = s.zfill(spec.prec)
+        if "#" in spec.flags and verb in "xX":
             s = ("0x" if verb == "x" else "0X") + s
-        return ("-" if arg < 0 else "") + s
-    if verb in "feEgG":
-        if isinstance(arg, bool) or not isinstance(arg, (int, float)):
-            return _bad(verb, arg)
-        if isinstance(arg, int):
-            return _bad(verb, arg)
-        if verb in "gG" and p is None:
-            return format_float_v(arg) if verb == "g" else format_float_v(arg).upper()
-        spec = f"{'+' if '+' in flags else ''}.{6 if p is None else p}{verb}"
-        return format(arg, spec)
-    return f"%!{verb}({type_name(arg)}={format_v(arg)})"
+        return _pad(("-" if n < 0 else "") + s, spec, numeric=True)
+    if verb in "cq":
+        ch = chr(n) if 0 <= n <= 0x10FFFF and not 0xD800 <= n <= 0xDFFF else "\ufffd"
+        if verb == "c":
+            return _pad(ch, spec)
+        return _pad(go_quote_rune(ch), spec)
+    return _bad(verb, spec, n)
+
+
+def _fmt_float(verb: str, spec: _Spec, f: float) -> str:
+    if verb in "vgG" and spec.prec is None:
+        s = format_float_v(f)
+        s = s.upper() if verb == "G" else s
+    elif verb in "feEgG":      # Python, like Go, writes at least two exponent digits
+        s = format(f, f".{6 if spec.prec is None else spec.prec}{verb}")
+    elif verb == "F":
+        s = format(f, f".{6 if spec.prec is None else spec.prec}f")
+    elif verb in "xX" and spec.prec is None and math.isfinite(f):
+        s = _hex_float(f)
+        s = s.upper() if verb == "X" else s
+    else:
+        return _bad(verb, spec, f)
+    if "+" in spec.flags and not s.startswith("-"):
+        s = "+" + s
+    return _pad(s, spec, numeric=True)
+
+
+def _hex_float(f: float) -> str:
+    """Go's %x of a float64: shortest hex mantissa, exponent of at least two digits."""
+    if f == 0:
+        return "-0x0p+00" if math.copysign(1, f) < 0 else "0x0p+00"
+    h = f.hex()                                   # e.g. 0x1.c000000000000p+1
+    sign = "-" if h.startswith("-") else ""
+    mant, exp = h.lstrip("-")[2:].split("p")
+    mant = mant.rstrip("0").rstrip(".")
+    e = int(exp)
+    return f"{sign}0x{mant}p{'-' if e < 0 else '+'}{abs(e):02d}"
+
+
+def go_quote_rune(ch: str) -> str:
+    """strconv.QuoteRune."""
+    if ch == "'":
+        return "'\\''"
+    if ch == '"':
+        return "'\"'"
+    q = go_quote(ch)[1:-1]
+    return "'" + q + "'"
 
 
 def go_quote(s: str) -> str:

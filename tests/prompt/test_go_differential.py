@@ -137,6 +137,58 @@ def test_random_templates(gocheck: Path) -> None:
     assert_agree(gocheck, [(random_template(rng), DATA_FUZZ) for _ in range(400)])
 
 
+ATOMS = [".S", ".N", ".Z", ".E", ".L", ".M", ".M.a", ".M.b", ".Missing", "$", ".", '"q"',
+         '"héllo"', "1", "0", "-2", "3.5", "true", "false", "nil", "$x", "$.L", "'c'", "`r`"]
+FUNCS1 = ["len", "not", "html", "js", "urlquery", "print", "println", "json"]
+# no index/slice here: Go refuses indexes that come out of a map[string]any (interface-typed),
+# which Ollama's typed values never produce
+FUNCS2 = ["eq", "ne", "lt", "le", "gt", "ge", "and", "or", "print"]
+VERBS = ["%v", "%d", "%s", "%q", "%5.2f", "%x", "%t", "%v|%v", "%-4v|", "%03d"]
+
+
+def random_expression_template(rng: random.Random) -> str:
+    def arg(d: int) -> str:
+        return f"({expr(d + 1)})" if rng.random() < 0.3 else rng.choice(ATOMS)
+
+    def expr(d: int = 0) -> str:
+        k = rng.random()
+        if d > 2 or k < 0.4:
+            return rng.choice(ATOMS)
+        if k < 0.6:
+            return f"{rng.choice(FUNCS1)} {arg(d)}"
+        if k < 0.8:
+            return f"{rng.choice(FUNCS2)} {arg(d)} {arg(d)}"
+        if k < 0.9:
+            return f'printf "{rng.choice(VERBS)}" {arg(d)} {arg(d)}'
+        return f"{arg(d)} | {rng.choice(FUNCS1)}"
+
+    parts = ["{{ $x := .N }}"]
+    if rng.random() < 0.3:
+        parts.insert(0, '{{ define "T" }}[{{ . }}{{ if . }}{{ $ }}{{ end }}]{{ end }}')
+    for _ in range(rng.randint(1, 4)):
+        k = rng.random()
+        if k < 0.5:
+            parts.append("{{ " + expr() + " }}")
+        elif k < 0.6 and "define" in parts[0]:
+            parts.append('{{ template "T" ' + arg(0) + " }}")
+        elif k < 0.75:
+            parts.append("{{ if " + expr() + " }}Y{{ else }}N{{ end }}")
+        elif k < 0.85:
+            parts.append("{{ with " + expr() + " }}<{{ . }}>{{ end }}")
+        elif k < 0.95:
+            parts.append("{{ $x = " + expr() + " }}{{ $x }}")
+        else:
+            parts.append('{{ block "B" ' + arg(0) + " }}b{{ . }}{{ end }}")
+        parts.append(rng.choice(["", " ", "\n", "-"]))
+    return "".join(parts)
+
+
+def test_random_expressions(gocheck: Path) -> None:
+    rng = random.Random(7)
+    data = {**DATA_FUZZ, "L": [1, "two", 3.5, None]}
+    assert_agree(gocheck, [(random_expression_template(rng), data) for _ in range(400)])
+
+
 def test_family_goldens_match_go(gocheck: Path) -> None:
     """Every golden prompt of the .Messages path (tool cases included) is what Go renders from
     Ollama-shaped values (gocheck/ollama.go builds them from the same /api/chat JSON)."""

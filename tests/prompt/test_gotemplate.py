@@ -132,6 +132,14 @@ class Point(GoStruct):
     ('{{ printf "%d|%5s|%-4s|%q|%v|%t|%x|%05.2f" 42 "ab" "c" "q\\"" .L true 255 3.14159 }}',
      {"L": [1, "a"]}, '42|   ab|c   |"q\\""|[1 a]|true|ff|03.14'),
     ('{{ printf "%d" "x" }}', {}, "%!d(string=x)"),
+    # verbs apply to the elements of slices and maps; a bad verb shows the value with %v
+    # and the same width/precision
+    ('{{ printf "%5.2f|%d|%x" .M .L .F }}', {"M": {"a": "x", "b": 2}, "L": [1, "two"], "F": 3.5},
+     "map[%!f(string=    a):%!f(string=    x) %!f(string=    b):%!f(int=   02)]|"
+     "[1 %!d(string=two)]|0x1.cp+01"),
+    ('{{ printf "%q %q %v" 2 -2 .L }}{{ printf "%d" 1 2 nil }}', {"L": [None]},
+     "'\\x02' '\ufffd' [<nil>]1%!(EXTRA int=2, <nil>)"),
+    ("{{ html .Missing }} {{ urlquery nil }}", {}, "&lt;no value&gt; %3Cno+value%3E"),
     ('{{ printf "%s" }}', {}, "%!s(MISSING)"),
     # nil is an argument like any other (only "nil" alone as a command is an error)
     ('{{ print 1 2 "a" 3 "b" "c" 4.5 true nil }}', {}, "1 2a3bc4.5 true <nil>"),

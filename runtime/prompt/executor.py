@@ -82,9 +82,22 @@ class State:
 
 
 # -- Go semantics helpers ----------------------------------------------------------------
+class _NoValue:
+    """Go's invalid reflect.Value: the dot of ``{{template "t"}}`` called without a pipeline.
+    Unlike nil, fields of it are not an error: they are no value too."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no value>"
+
+
+NO_VALUE: Any = _NoValue()
+
+
 def is_true(v: Any) -> bool:
     """Go's template truth: false, 0, nil, empty string/slice/map are false; structs true."""
-    if v is None:
+    if v is None or v is NO_VALUE:
         return False
     if v is True or v is False:
         return v
@@ -98,6 +111,8 @@ def is_true(v: Any) -> bool:
 def get_field(obj: Any, name: str, pos: int) -> Any:
     if isinstance(obj, dict):
         return obj.get(name)        # missingkey=zero: nil interface
+    if obj is NO_VALUE:
+        return NO_VALUE
     if isinstance(obj, GoStruct):
         if name in obj._go_fields:
             return getattr(obj, name)
@@ -124,7 +139,7 @@ def _walk_fields(obj: Any, idents: tuple[str, ...], pos: int) -> Any:
 
 def printable(v: Any) -> str:
     """What an action prints for a value: nil interface prints ``<no value>``."""
-    if v is None:
+    if v is None or v is NO_VALUE:
         return "<no value>"
     if type(v) is str:
         return v
@@ -295,7 +310,7 @@ class Compiler:
         def run(st: State, dot: Any) -> None:
             mark = len(st.vars)
             v = pipe(st, dot)
-            if v is None:
+            if v is None or v is NO_VALUE:
                 items: Any = ()
             elif isinstance(v, dict):
                 items = [(k, v[k]) for k in sorted(v, key=_map_key)]
@@ -347,7 +362,7 @@ class Compiler:
             body = templates.get(name)
             if body is None:
                 raise ExecError(f'no such template "{name}"', pos)
-            newdot = pipe(st, dot) if pipe is not None else None
+            newdot = pipe(st, dot) if pipe is not None else NO_VALUE
             st.depth += 1
             if st.depth > st.max_depth:
                 raise ExecError(f"exceeded maximum template depth ({st.max_depth})", pos)
@@ -445,7 +460,7 @@ class Compiler:
             x = a(st, dot)
             if type(x) is str:
                 return (x == lit) is want_equal
-            return _invoke(name, fn, [x, lit], pos)
+            return _invoke(name, fn, [x, lit], pos)     # NO_VALUE becomes nil there
         return compare
 
     @staticmethod
@@ -488,6 +503,8 @@ class Compiler:
 
             def call1(st: State, dot: Any) -> Any:
                 x = a(st, dot)
+                if x is NO_VALUE:
+                    x = None
                 try:
                     return fn(x)
                 except (TemplateArgError, TypeError):
@@ -498,6 +515,8 @@ class Compiler:
 
             def call2(st: State, dot: Any) -> Any:
                 x, y = a(st, dot), b(st, dot)
+                if x is NO_VALUE or y is NO_VALUE:
+                    return _invoke(name, fn, [x, y], pos)
                 try:
                     return fn(x, y)
                 except (TemplateArgError, TypeError):
@@ -581,6 +600,7 @@ class TemplateArgError(Exception):
 
 
 def _invoke(name: str, fn: Callable[..., Any], args: list[Any], pos: int) -> Any:
+    args = [None if a is NO_VALUE else a for a in args]
     try:
         return fn(*args)
     except ExecError:

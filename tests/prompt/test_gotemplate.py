@@ -166,6 +166,9 @@ class Point(GoStruct):
     ('{{ define "T" }}<{{ . }}>{{ end }}{{ template "T" "x" }}{{ template "T" .A }}', {"A": 1}, "<x><1>"),
     ('{{ block "B" .A }}[{{ . }}]{{ end }}', {"A": "blk"}, "[blk]"),
     ('{{ define "T" }}{{ $ }}{{ end }}{{ template "T" "dollar" }}', {}, "dollar"),
+    # without a pipeline the called template's dot is no value at all: its fields are no value
+    ('{{ define "T" }}{{ . }}|{{ .X.Y }}|{{ if . }}y{{ else }}n{{ end }}|{{ print . }}|{{ json . }}'
+     '{{ end }}{{ template "T" }}', {}, "<no value>|<no value>|n|<nil>|null"),
 ])
 def test_construct(text: str, data: Any, expected: str) -> None:
     assert render(text, data) == expected

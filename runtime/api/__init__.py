@@ -47,9 +47,13 @@ CORS_HEADERS = [
 ]
 
 
+#: gin-contrib/cors AllowBrowserExtensions, which Ollama turns on (Page Assist and friends).
+BROWSER_EXTENSIONS = ("chrome-extension://*", "moz-extension://*", "safari-web-extension://*")
+
+
 def origins_regex(origins: tuple[str, ...]) -> str:
     """OLLAMA_ORIGINS patterns (``*`` wildcards) as one anchored regular expression."""
-    parts = [re.escape(o).replace(r"\*", ".*") for o in origins]
+    parts = [re.escape(o).replace(r"\*", ".*") for o in (*origins, *BROWSER_EXTENSIONS)]
     return "^(?:" + "|".join(parts) + ")$"
 
 

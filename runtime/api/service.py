@@ -271,8 +271,3 @@ async def _disconnected(receive: Callable[[], Any]) -> None:
         if message.get("type") == "http.disconnect":
             return
 
-
-def domain_error(err: LlmcrateError) -> ApiError:
-    from .errors import status_for
-
-    return ApiError(status_for(err), str(err))

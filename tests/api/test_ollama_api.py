@@ -225,6 +225,8 @@ def test_cors_follows_ollama_origins(live_server) -> None:
     assert ok.headers.get("access-control-allow-origin") == "https://webui.example"
     local = httpx.options(url + "/api/chat", headers={"Origin": "http://localhost:3000", **pre})
     assert local.headers.get("access-control-allow-origin") == "http://localhost:3000"
+    ext = httpx.options(url + "/api/chat", headers={"Origin": "chrome-extension://abc", **pre})
+    assert ext.headers.get("access-control-allow-origin") == "chrome-extension://abc"
     bad = httpx.options(url + "/api/chat", headers={"Origin": "https://evil.example", **pre})
     assert "access-control-allow-origin" not in bad.headers
     # DNS rebinding: a foreign Host header is refused on a loopback server

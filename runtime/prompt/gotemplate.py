@@ -23,7 +23,6 @@ class GoTemplate:
         for name, tree in defines.items():
             self._compiled[name] = [compiler.list(tree.body)]
         self._body = compiler.list(root.body)
-        self._compiler = compiler
         self._vars: frozenset[str] | None = None
 
     @classmethod
@@ -46,11 +45,6 @@ class GoTemplate:
         """Render with ``data`` as dot. Bounded: see :mod:`.executor` for the limits."""
         return executor.run(self._body, data, source=self.source, max_steps=max_steps,
                             max_output=max_output, max_depth=max_depth)
-
-    def execute_nodes(self, body: list[N.Node], data: Any) -> str:
-        """Render an edited copy of the main tree (Ollama's legacy path cuts after .Response)."""
-        compiled = self._compiler.list(body)
-        return executor.run(compiled, data, source=self.source)
 
     # -- Ollama's identifier scan (template.Vars) -------------------------------------------
     def vars(self) -> frozenset[str]:

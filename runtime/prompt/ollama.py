@@ -40,6 +40,7 @@ _RESPONSE_ACTION = N.Action(
 class _Prepared:
     tmpl: GoTemplate
     uses_messages: bool
+    last_turn: GoTemplate      # the legacy path's last turn: cut after {{ .Response }}
 
 
 @functools.lru_cache(maxsize=64)
@@ -51,7 +52,9 @@ def prepare(text: str) -> _Prepared:
     if "messages" not in vs and "response" not in vs:
         tmpl = GoTemplate(tmpl.source, N.Tree(tmpl.root.name, [*tmpl.root.body, _RESPONSE_ACTION]),
                           tmpl.defines)
-    return _Prepared(tmpl, "messages" in vs)
+    last_turn = GoTemplate(tmpl.source, N.Tree(tmpl.root.name, cut_after_response(tmpl.root.body)),
+                           tmpl.defines)
+    return _Prepared(tmpl, "messages" in vs, last_turn)
 
 
 def _think_values(think: bool | str | None) -> dict[str, Any]:
@@ -96,11 +99,12 @@ def execute_ollama(text: str, *, messages: list[dict[str, Any]],
             "Response": "",
             **thinkv,
         })
-    return _execute_legacy(tmpl, collated, thinkv)
+    return _execute_legacy(prep, collated, thinkv)
 
 
-def _execute_legacy(tmpl: GoTemplate, messages: list[dict[str, Any]],
+def _execute_legacy(prep: _Prepared, messages: list[dict[str, Any]],
                     thinkv: dict[str, Any]) -> str:
+    tmpl = prep.tmpl
     out: list[str] = []
     turn = {"System": "", "Prompt": "", "Response": ""}
 
@@ -120,7 +124,7 @@ def _execute_legacy(tmpl: GoTemplate, messages: list[dict[str, Any]],
             turn["Prompt"] = m["content"]
         elif role == "assistant":
             turn["Response"] = m["content"]
-    out.append(tmpl.execute_nodes(cut_after_response(tmpl.root.body), {**turn, **thinkv}))
+    out.append(prep.last_turn.execute({**turn, **thinkv}))
     return "".join(out)
 
 

@@ -171,9 +171,10 @@ class Scheduler:
                 return None          # everything is busy: wait for a release
             logger.info("unloading %s to make room for %s", victim.ref.name, ref.name)
             self._unload(victim)
-        # a model asked for with other load options replaces its older runner once idle
+        # a model asked for with other load options (num_ctx, ...) replaces its older runner
+        # once idle, as Ollama reloads; its embedding runner is a separate thing and stays
         for other in list(self._runners.values()):
-            if other.ref.digest == ref.digest:
+            if other.ref.digest == ref.digest and other.ref.load.embedding == ref.load.embedding:
                 other.expire_when_idle = True
                 if other.active == 0 and other.loading == 0:
                     self._unload(other)

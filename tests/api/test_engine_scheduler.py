@@ -248,3 +248,22 @@ def test_overlong_prompt_keeps_num_keep_and_the_latest_tokens(tiny_gguf: Path) -
     kept = last.context[: last.prompt_eval_count]
     assert kept[:5] == prompt[:5] and kept[5:] == prompt[len(prompt) - (len(kept) - 5):]
     assert last.prompt_eval_count + last.eval_count <= 64 and last.eval_count == 4
+
+
+def test_new_load_options_replace_the_runner_but_embeddings_stay(tiny_gguf: Path,
+                                                                 tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sched = Scheduler(Settings(models_dir=tmp_path))
+        base = _ref(tiny_gguf, "m:latest", "sha256:12")
+        emb = ModelRef(name="m:latest", digest="sha256:12",
+                       load=LoadOptions(model_path=tiny_gguf, n_ctx=128, embedding=True))
+        big = ModelRef(name="m:latest", digest="sha256:12",
+                       load=LoadOptions(model_path=tiny_gguf, n_ctx=256))
+        sched.release(await sched.acquire(base))
+        sched.release(await sched.acquire(emb))
+        assert sorted(r.context_length for r in sched.loaded()) == [128, 128]
+        sched.release(await sched.acquire(big))      # num_ctx changed: reload, like Ollama
+        assert sorted(r.context_length for r in sched.loaded()) == [128, 256]
+        await sched.shutdown()
+
+    asyncio.run(scenario())

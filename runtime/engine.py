@@ -291,6 +291,25 @@ class Engine:
         logger.warning("prompt of %d tokens truncated to %d (num_ctx %d)", len(tokens), limit, n_ctx)
         return tokens[:keep] + tokens[len(tokens) - (limit - keep):]
 
+    def _shift_context(self, seq: list[int], num_keep: int) -> list[int]:
+        """Make room in a full context (Ollama's shift): keep the first ``num_keep`` tokens,
+        drop half of the rest, move the KV cache of the remainder down.
+
+        ``seq`` is what the context holds plus the last sampled token, not yet decoded.
+        Returns the shortened sequence, for ``Llama.generate`` to continue from.
+        """
+        llm = self._llm
+        n_past = int(llm.n_tokens)
+        keep = max(0, min(num_keep, n_past - 2))
+        discard = max(1, (n_past - keep) // 2)
+        llm._ctx.kv_cache_seq_rm(0, keep, keep + discard)       # one sequence: id 0
+        llm._ctx.kv_cache_seq_shift(0, keep + discard, n_past, -discard)
+        shifted = seq[:keep] + seq[keep + discard:]
+        llm.input_ids[: n_past - discard] = shifted[: n_past - discard]
+        llm.n_tokens = n_past - discard
+        logger.debug("context shift: kept %d, discarded %d of %d", keep, discard, n_past)
+        return shifted
+
     def generate(self, prompt: str | Sequence[int], options: SamplingOptions, *,
                  grammar: str | None = None, cancel: threading.Event | None = None
                  ) -> Iterator[Chunk]:
@@ -331,28 +350,45 @@ class Engine:
         n_ctx = self.n_ctx
         if opts.num_predict > 0:
             budget = opts.num_predict
-        else:  # -1: until the context is full; -2: fill it
+        elif opts.num_predict == -2:  # fill the context
             budget = n_ctx - len(tokens)
+        else:  # -1: until the model stops; capped like Ollama against runaway output
+            budget = 10 * n_ctx
+        # without a grammar a full context is shifted (Ollama's context shift); a grammar's
+        # state would not survive the sampler being rebuilt, so there a full context ends it
+        shift = compiled is None and opts.num_predict != -2
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(opts.stop)
         generated: list[int] = []
+        in_ctx = len(tokens)      # tokens the context holds, counting the one not yet decoded
         t_first = 0
         reason: DoneReason = "length"
-        gen = llm.generate(
-            tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, typical_p=opts.typical_p,
-            temp=opts.temperature, repeat_penalty=opts.repeat_penalty,
-            frequency_penalty=opts.frequency_penalty, presence_penalty=opts.presence_penalty,
-            mirostat_mode=opts.mirostat, mirostat_tau=opts.mirostat_tau,
-            mirostat_eta=opts.mirostat_eta, grammar=compiled,
-        )
+
+        def start(seq: list[int]) -> Iterator[int]:
+            return llm.generate(
+                seq, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p,
+                typical_p=opts.typical_p, temp=opts.temperature,
+                repeat_penalty=opts.repeat_penalty, frequency_penalty=opts.frequency_penalty,
+                presence_penalty=opts.presence_penalty, mirostat_mode=opts.mirostat,
+                mirostat_tau=opts.mirostat_tau, mirostat_eta=opts.mirostat_eta, grammar=compiled)
+
+        gen = start(tokens)
         try:
             while True:
                 if cancel.is_set():
                     reason = "cancel"
                     break
-                if budget <= 0 or len(tokens) + len(generated) >= n_ctx:
+                if budget <= 0:
                     reason = "length"
                     break
+                if in_ctx >= n_ctx:
+                    if not shift or not generated:
+                        reason = "length"
+                        break
+                    gen.close()
+                    seq = self._shift_context((tokens + generated)[-in_ctx:], opts.num_keep)
+                    in_ctx = len(seq)
+                    gen = start(seq)
                 try:
                     token = next(gen)
                 except StopIteration:
@@ -366,6 +402,7 @@ class Engine:
                     reason = "stop"
                     break
                 generated.append(token)
+                in_ctx += 1
                 budget -= 1
                 piece = decoder.decode(self._piece(token))
                 text, hit = stops.feed(piece)

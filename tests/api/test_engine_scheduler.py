@@ -267,3 +267,24 @@ def test_new_load_options_replace_the_runner_but_embeddings_stay(tiny_gguf: Path
         await sched.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_full_context_shifts_and_keeps_generating(tiny_gguf: Path) -> None:
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=64))
+    try:
+        chunks = list(e.generate(PROMPT, SamplingOptions(num_predict=150, seed=3)))
+        last = chunks[-1]
+        assert last.done_reason == "length" and last.eval_count == 150   # past the 64 context
+        assert len("".join(c.text for c in chunks)) > 0
+        # the shifted context still answers like a fresh one would afterwards
+        again, _ = _run(e, seed=11, num_predict=10)
+        assert again
+        # with a grammar the context cannot shift: a full context ends the reply
+        *_, g = e.generate(PROMPT, SamplingOptions(num_predict=150, seed=3), grammar=JSON_GBNF)
+        assert g.done_reason == "length" and g.prompt_eval_count + g.eval_count <= 64
+        *_, fill = e.generate(PROMPT, SamplingOptions(num_predict=-2, seed=3))
+        assert fill.prompt_eval_count + fill.eval_count == 64
+    finally:
+        e.close()

@@ -162,3 +162,20 @@ def test_a_queued_request_that_disconnects_leaves_the_queue(live_server, long_st
             with pytest.raises(httpx.ReadTimeout):
                 _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
             running.close()
+
+
+def test_two_slots_generate_at_the_same_time(live_server, long_store) -> None:
+    url = live_server(store=long_store, num_parallel=2)
+    _generate(url, prompt="", options=LONG)
+    with httpx.Client(timeout=60) as c:
+        with c.stream("POST", url + "/api/generate",
+                      json={"model": TINY, "prompt": "first", "options": LONG}) as a:
+            a_lines = a.iter_lines()
+            assert json.loads(next(a_lines))["done"] is False
+            start = time.monotonic()
+            with c.stream("POST", url + "/api/generate",
+                          json={"model": TINY, "prompt": "second", "options": LONG}) as b:
+                b_lines = b.iter_lines()
+                assert json.loads(next(b_lines))["done"] is False
+                assert time.monotonic() - start < 5          # not queued behind the first
+                assert json.loads(next(a_lines))["done"] is False   # first still running

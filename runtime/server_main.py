@@ -7,6 +7,7 @@ import socket
 
 from .config import Settings
 from .errors import AddressInUse, ConfigError
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,17 @@ def bind_socket(settings: Settings) -> socket.socket:
     return sock
 
 
+def prepare_store(settings: Settings) -> Store:
+    """The store the server uses, pruned at startup as Ollama does unless OLLAMA_NOPRUNE:
+    blobs no manifest references and stale partial downloads are removed."""
+    store = Store(settings.models_dir)
+    if not settings.noprune:
+        removed = store.gc()
+        if removed:
+            logger.info("pruned %d unused blob(s) from %s", len(removed), store.blobs_dir)
+    return store
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises AddressInUse when the port is taken."""
     import uvicorn
@@ -36,7 +48,12 @@ def serve(settings: Settings) -> None:
     from .api import create_app
 
     sock = bind_socket(settings)
-    app = create_app(settings)
+    try:
+        store = prepare_store(settings)
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(settings, store=store)
     config = uvicorn.Config(app, log_level="debug" if settings.debug else "info",
                             access_log=True, timeout_keep_alive=30, proxy_headers=False,
                             # running generations are cancelled after this on shutdown

@@ -179,3 +179,17 @@ def test_two_slots_generate_at_the_same_time(live_server, long_store) -> None:
                 assert json.loads(next(b_lines))["done"] is False
                 assert time.monotonic() - start < 5          # not queued behind the first
                 assert json.loads(next(a_lines))["done"] is False   # first still running
+
+
+def test_serve_prunes_unused_blobs_unless_noprune(tiny_store) -> None:
+    from runtime.config import load_settings
+    from runtime.server_main import prepare_store
+
+    orphan = tiny_store.add_blob_bytes(b"left over from an interrupted create")
+    kept = {p.name for p in tiny_store.blobs_dir.iterdir()} - {
+        tiny_store.blob_path(orphan.digest).name}
+    prepare_store(load_settings(models_dir=tiny_store.root, noprune=True))
+    assert tiny_store.has_blob(orphan.digest)
+    prepare_store(load_settings(models_dir=tiny_store.root))
+    assert not tiny_store.has_blob(orphan.digest)
+    assert {p.name for p in tiny_store.blobs_dir.iterdir()} == kept

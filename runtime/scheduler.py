@@ -225,7 +225,7 @@ class Scheduler:
             return
         runner.loading -= 1
         if runner.closed:
-            self._pool.submit(engine.close)
+            self._close(engine)
             self._wake()
             return
         runner.engines.append(engine)
@@ -242,7 +242,7 @@ class Scheduler:
         runner.active -= 1
         runner.last_used = time.monotonic()
         if runner.closed:
-            self._pool.submit(lease.engine.close)
+            self._close(lease.engine)
         else:
             runner.free.append(lease.engine)
         if runner.active == 0 and not runner.closed:
@@ -290,9 +290,16 @@ class Scheduler:
         if self._runners.get(runner.ref.key) is runner:
             del self._runners[runner.ref.key]
         for engine in runner.free:
-            self._pool.submit(engine.close)
+            self._close(engine)
         runner.free.clear()
         logger.info("unloaded %s", runner.ref.name)
+
+    def _close(self, engine: Engine) -> None:
+        """Close off the event loop (freeing a big model takes a moment); inline after shutdown."""
+        try:
+            self._pool.submit(engine.close)
+        except RuntimeError:
+            engine.close()
 
     def _lru_idle(self) -> Runner | None:
         idle = [r for r in self._runners.values() if r.active == 0 and r.loading == 0]

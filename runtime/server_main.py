@@ -5,6 +5,7 @@ import errno
 import logging
 import socket
 
+from . import __version__
 from .config import Settings
 from .errors import AddressInUse, ConfigError
 from .store import Store
@@ -59,7 +60,10 @@ def serve(settings: Settings) -> None:
                             # running generations are cancelled after this on shutdown
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    logger.info("Listening on %s (models in %s)", settings.host, settings.models_dir)
+    # uvicorn's logger is the one `serve` shows at INFO (the CLI keeps the rest at WARNING)
+    logging.getLogger("uvicorn.error").info(
+        "Listening on %s (llmcrate %s, models in %s)", settings.host, __version__,
+        settings.models_dir)
     try:
         server.run(sockets=[sock])
     finally:

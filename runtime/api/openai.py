@@ -91,6 +91,8 @@ def _messages(raw: Any) -> list[Message]:
         if not isinstance(m, dict):
             raise ApiError(400, "invalid message format")
         role = str(m.get("role", ""))
+        if role == "developer":   # OpenAI's newer name for the system role
+            role = "system"
         tool_calls = None
         if m.get("tool_calls"):
             tool_calls = []

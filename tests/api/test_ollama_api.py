@@ -168,6 +168,12 @@ def test_create_from_model_and_from_uploaded_blob(client: ollama.Client, tiny_gg
     with pytest.raises(ollama.ResponseError) as e:
         client.create(model="bad", from_=TINY, parameters={"temprature": 1})
     assert e.value.status_code == 400 and "temperature" in str(e.value)
+    with pytest.raises(ollama.ResponseError) as e:
+        client.create(model="bad", files={"x.gguf": "sha256:" + "1" * 64})
+    assert e.value.status_code == 400
+    with pytest.raises(ollama.ResponseError) as e:
+        client.create(model="bad", from_="ghost")
+    assert e.value.status_code == 404
 
 
 def test_blob_upload_checks_digest(url: str) -> None:

@@ -204,7 +204,7 @@ class Scheduler:
         try:
             engine = await asyncio.wait_for(asyncio.shield(fut), self.settings.load_timeout)
         except Exception as e:  # noqa: BLE001 - every failure must reach the waiting requests
-            if isinstance(e, TimeoutError):
+            if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
                 # the thread cannot be stopped; close what it loads once it is done
                 fut.add_done_callback(_close_late)
                 err: LlmcrateError = EngineError(

@@ -6,7 +6,7 @@ by the routers, so their field order and omissions match Ollama's JSON.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, Dict, List, Optional, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,17 +17,18 @@ from .errors import ApiError
 MAX_JSON_BODY = 64 << 20
 
 
+# typing.Optional/List/Dict: pydantic evaluates these annotations at runtime (Python 3.9).
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class Message(_Body):
     role: str
-    content: str | None = ""
-    thinking: str | None = None
-    images: list[str] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_name: str | None = None
+    content: Optional[str] = ""
+    thinking: Optional[str] = None
+    images: Optional[List[str]] = None
+    tool_calls: Optional[List[Dict[str, Any]]] = None
+    tool_name: Optional[str] = None
 
 
 class GenerateBody(_Body):
@@ -36,23 +37,23 @@ class GenerateBody(_Body):
     suffix: str = ""
     system: str = ""
     template: str = ""
-    context: list[int] | None = None
-    stream: bool | None = None
+    context: Optional[List[int]] = None
+    stream: Optional[bool] = None
     raw: bool = False
     format: Any = None
-    images: list[str] | None = None
-    options: dict[str, Any] | None = None
+    images: Optional[List[str]] = None
+    options: Optional[Dict[str, Any]] = None
     keep_alive: Any = None
     think: Any = None
 
 
 class ChatBody(_Body):
     model: str = ""
-    messages: list[Message] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    messages: List[Message] = Field(default_factory=list)
+    tools: Optional[List[Dict[str, Any]]] = None
     format: Any = None
-    options: dict[str, Any] | None = None
-    stream: bool | None = None
+    options: Optional[Dict[str, Any]] = None
+    stream: Optional[bool] = None
     keep_alive: Any = None
     think: Any = None
 
@@ -60,16 +61,16 @@ class ChatBody(_Body):
 class EmbedBody(_Body):
     model: str = ""
     input: Any = None
-    truncate: bool | None = None
-    options: dict[str, Any] | None = None
+    truncate: Optional[bool] = None
+    options: Optional[Dict[str, Any]] = None
     keep_alive: Any = None
-    dimensions: int | None = None
+    dimensions: Optional[int] = None
 
 
 class EmbeddingsBody(_Body):
     model: str = ""
     prompt: str = ""
-    options: dict[str, Any] | None = None
+    options: Optional[Dict[str, Any]] = None
     keep_alive: Any = None
 
 
@@ -78,7 +79,7 @@ class NameBody(_Body):
     name: str = ""
     verbose: bool = False
     insecure: bool = False
-    stream: bool | None = None
+    stream: Optional[bool] = None
 
     @property
     def target(self) -> str:
@@ -93,17 +94,17 @@ class CopyBody(_Body):
 class CreateBody(_Body):
     model: str = ""
     name: str = ""
-    from_: str | None = Field(default=None, alias="from")
-    files: dict[str, str] | None = None
-    adapters: dict[str, str] | None = None
-    template: str | None = None
-    system: str | None = None
-    parameters: dict[str, Any] | None = None
+    from_: Optional[str] = Field(default=None, alias="from")
+    files: Optional[Dict[str, str]] = None
+    adapters: Optional[Dict[str, str]] = None
+    template: Optional[str] = None
+    system: Optional[str] = None
+    parameters: Optional[Dict[str, Any]] = None
     license: Any = None
-    messages: list[dict[str, Any]] | None = None
-    quantize: str | None = None
-    modelfile: str | None = None
-    stream: bool | None = None
+    messages: Optional[List[Dict[str, Any]]] = None
+    quantize: Optional[str] = None
+    modelfile: Optional[str] = None
+    stream: Optional[bool] = None
 
 
 B = TypeVar("B", bound=BaseModel)

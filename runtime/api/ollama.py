@@ -149,7 +149,7 @@ def router(svc: Service) -> APIRouter:
         try:
             out = await asyncio.to_thread(show_model, svc.store, name, verbose=body.verbose)
         except ModelNotFound:
-            raise ApiError(404, f"model '{name}' not found") from None
+            raise ApiError(404, f'model "{name}" not found') from None
         return JSONResponse(out)
 
     @r.post("/api/copy")
@@ -179,7 +179,7 @@ def router(svc: Service) -> APIRouter:
         try:
             await asyncio.to_thread(svc.store.delete, name)
         except ModelNotFound:
-            raise ApiError(404, f"model '{name}' not found") from None
+            raise ApiError(404, f'model "{name}" not found') from None
         return Response(status_code=200)
 
     @r.head("/api/blobs/{digest}")

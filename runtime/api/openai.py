@@ -288,7 +288,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.get("/models/{model:path}")
     async def model(model: str) -> dict[str, Any]:
-        info = await svc.model_info(model, not_found=f"model '{model}' not found")
+        info = await svc.model_info(model, not_found=f'model "{model}" not found')
         return {"id": model, "object": "model", "created": int(info.modified_at),
                 "owned_by": _owner(model)}
 

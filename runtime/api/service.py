@@ -86,7 +86,7 @@ class Service:
         try:
             return await asyncio.to_thread(self._cached_info, name)
         except ModelNotFound:
-            raise ApiError(404, not_found or f"model '{name}' not found") from None
+            raise ApiError(404, not_found or f'model "{name}" not found') from None
 
     def _cached_info(self, name: str) -> ModelInfo:
         """load_model_info, reread only when the manifest file changes (a stat per request)."""

@@ -187,7 +187,7 @@ def test_blob_upload_checks_digest(url: str) -> None:
 
 def test_errors_are_ollama_shaped(url: str) -> None:
     r = httpx.post(url + "/api/generate", json={"model": "ghost", "prompt": "x"})
-    assert r.status_code == 404 and r.json() == {"error": "model 'ghost' not found"}
+    assert r.status_code == 404 and r.json() == {"error": 'model "ghost" not found'}
     r = httpx.post(url + "/api/chat", json={"model": "ghost", "messages": []})
     assert r.status_code == 404
     r = httpx.post(url + "/api/generate", content=b"{not json")

@@ -261,7 +261,13 @@ class Engine:
 
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = True, add_bos: bool = True) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        tokens = list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        # A Jinja chat template writes bos_token itself; llama.cpp then adds another one for
+        # models whose add_bos_token is set. One BOS, as the template intended.
+        bos = self._llm.token_bos()
+        if add_bos and len(tokens) >= 2 and tokens[0] == tokens[1] == bos >= 0:
+            del tokens[0]
+        return tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(self._llm.detokenize(list(tokens))).decode("utf-8", errors="replace")

@@ -53,7 +53,7 @@ def parse_size(text: str) -> int:
 def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
                     name: str = "tiny", n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                     n_head_kv: int = 2, context_length: int = 2048,
-                    chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                    chat_template: str | None = CHATML_TEMPLATE, add_bos: bool = False) -> Path:
     """Write the model to ``path`` and return it. ``size`` (bytes) is a lower bound."""
     import gguf
 
@@ -98,7 +98,7 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
     w.add_bos_token_id(tokens.index("<|endoftext|>"))
     w.add_eos_token_id(tokens.index("<|im_end|>"))
     w.add_pad_token_id(tokens.index("<|endoftext|>"))
-    w.add_add_bos_token(False)
+    w.add_add_bos_token(add_bos)
     if chat_template:
         w.add_chat_template(chat_template)
 

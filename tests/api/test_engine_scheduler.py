@@ -288,3 +288,20 @@ def test_full_context_shifts_and_keeps_generating(tiny_gguf: Path) -> None:
         assert fill.prompt_eval_count + fill.eval_count == 64
     finally:
         e.close()
+
+
+def test_a_template_written_bos_is_not_doubled(tmp_path):
+    """Jinja templates write bos_token; a model with add_bos_token must not get a second one."""
+    import sys
+
+    from runtime.engine import Engine, LoadOptions
+
+    gguf = sys.modules["make_tiny_model"].write_tiny_gguf(tmp_path / "bos.gguf", add_bos=True)
+    e = Engine.load(LoadOptions(model_path=gguf, n_ctx=128))
+    try:
+        bos = e.tokenize("<|endoftext|>", add_bos=False)[0]
+        assert e.tokenize("hi")[0] == bos and e.tokenize("hi")[1] != bos
+        with_bos = e.tokenize("<|endoftext|>hi")
+        assert with_bos[0] == bos and with_bos[1] != bos
+    finally:
+        e.close()

@@ -21,7 +21,9 @@ def bundle() -> None:
 @click.option("--compress", type=click.Choice(["none", "gz", "zst"]), default="none", show_default=True,
               help="Compress the tar (weights barely compress; none is fastest).")
 @click.option("--split", "split", metavar="SIZE", help="Write volumes of at most SIZE (e.g. 4G) for removable media.")
-def build(spec_file: Path, output: Path | None, compress: str, split: str | None) -> None:
+@click.option("--trust-store", is_flag=True,
+              help="Do not re-hash model blobs while packing (they were verified when pulled); faster.")
+def build(spec_file: Path, output: Path | None, compress: str, split: str | None, trust_store: bool) -> None:
     """Build the bundle SPEC.yaml describes (pulls or creates the models the store lacks)."""
     from runtime.store import Store
 
@@ -31,7 +33,7 @@ def build(spec_file: Path, output: Path | None, compress: str, split: str | None
     spec = load_spec(spec_file)
     store = Store(load_settings().models_dir)
     result = build_bundle(spec, store=store, out=output, compression=compress,  # type: ignore[arg-type]
-                          split=parse_size(split) if split else None,
+                          split=parse_size(split) if split else None, rehash=not trust_store,
                           progress=lambda s: click.echo(s, err=True))
     total = sum(p.stat().st_size for p in result.paths)
     for p in result.paths:

@@ -174,6 +174,15 @@ def repack_installed(dist_name: str, out_dir: Path, *, epoch: int) -> Path:
     name = canonicalize_name(dist.metadata["Name"]).replace("-", "_")
     version = dist.version
     info_dir = next(str(f.parent) for f in dist.files if f.name == "METADATA" and f.parent.name.endswith(".dist-info"))
+    filename = f"{name}-{version}-{_compress_tags(tags)}.whl"
+    # Deflating a large package takes seconds: keep repacked wheels, keyed by what was installed.
+    key = hashlib.sha256("\0".join([filename, str(epoch), dist.read_text("RECORD") or "", wheel_meta,
+                                     str(Path(dist.locate_file("")).resolve())]).encode()).hexdigest()[:20]
+    cached = cache_dir() / "repacked" / key / filename
+    if cached.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, out_dir / filename)
+        return out_dir / filename
     files: list[tuple[str, bytes, int]] = []
     for f in dist.files:
         rel = PurePosixPath(str(f).replace(os.sep, "/"))
@@ -187,8 +196,15 @@ def repack_installed(dist_name: str, out_dir: Path, *, epoch: int) -> Path:
         mode = 0o755 if os.access(path, os.X_OK) and _LIB.search(rel.name) is None and rel.suffix == "" else 0o644
         files.append((str(rel), path.read_bytes(), mode))
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_wheel(out_dir / f"{name}-{version}-{_compress_tags(tags)}.whl", files,
-                       dist_info=info_dir, epoch=epoch)
+    built = write_wheel(out_dir / filename, files, dist_info=info_dir, epoch=epoch)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{filename}.{os.getpid()}.tmp")
+        shutil.copyfile(built, tmp)
+        os.replace(tmp, cached)
+    except OSError as e:  # a read-only cache only costs time
+        logger.info("cannot cache %s: %s", filename, e)
+    return built
 
 
 def _compress_tags(tags: list[str]) -> str:

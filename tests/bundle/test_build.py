@@ -1,0 +1,176 @@
+"""Building: what gets pulled, what a bundle holds, bad input, and the ``llmcrate bundle`` commands."""
+from __future__ import annotations
+
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bundler.pack import build_bundle, ensure_model, parse_size
+from bundler.spec import load_spec, parse_spec
+from runtime.cli import main
+from runtime.errors import BundleError, ModelNotFound
+from runtime.store import Store
+from tests.bundle.conftest import PY, Built
+from tests.fakes import FakeHub, FakeRegistry
+
+
+def test_bundle_contents(built: Built) -> None:
+    with tarfile.open(built.tar) as tf:
+        names = [m.name.split("/", 1)[1] for m in tf.getmembers()]
+        first = tf.getmembers()[0]
+        modes = {m.name.split("/", 1)[1]: m.mode for m in tf.getmembers()}
+    assert names[0] == "bundle.json" and first.name == "demo-1.0/bundle.json"
+    assert set(names[1:]) == set(built.meta["files"])
+    for script in ("install.sh", "start.sh", "uninstall.sh"):
+        assert modes[script] == 0o755
+    wheels = {n.split("/")[1].split("-")[0] for n in names if n.startswith("wheels/")}
+    assert {"llmcrate", "llama_cpp_python", "pip", "fastapi", "uvicorn", "click", "jinja2", "numpy"} <= wheels
+    assert "pytest" not in wheels and "huggingface_hub" not in wheels  # only what the target needs
+    assert built.meta["pip"] == {PY: next(n.split("/")[1] for n in names if n.startswith("wheels/pip-"))}
+    libs = {n.split("/")[-1] for n in names if n.startswith("runtimes/cpu/")}
+    assert {"libllama.so", "libggml.so", "libggml-base.so", "libllama.so.0"} <= libs
+    assert not any(n.count(".") > 2 and n.startswith("libllama.so.0.") for n in libs)  # no third copy
+    assert any(n.startswith("LICENSES/models/tiny_latest/") for n in names)
+    assert any(n.startswith("LICENSES/wheels/llama_cpp_python/") for n in names)
+    models = built.meta["models"]
+    assert set(models) == {"tiny:latest", "tinybot:latest"}
+    assert models["tiny:latest"]["manifest"] == "models/manifests/registry.ollama.ai/library/tiny/latest"
+    # the registry model's manifest is carried byte for byte (its digest is the model ID)
+    assert models["tiny:latest"]["digest"] == built.store.resolve(built.registry_name).digest
+    assert built.meta["runtimes"]["cpu"]["source"] == "installed package"
+    assert built.meta["python"] == [PY] and built.meta["arch"] == "x86_64"
+
+
+def test_llmcrate_wheel_carries_templates_and_entry_point(built: Built, tmp_path: Path) -> None:
+    with tarfile.open(built.tar) as tf:
+        member = tf.getmember(f"demo-1.0/wheels/{built.meta['llmcrate_wheel']}")
+        data = tf.extractfile(member).read()  # type: ignore[union-attr]
+    (tmp_path / "w.whl").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "w.whl") as zf:
+        names = zf.namelist()
+        eps = zf.read("llmcrate-0.1.0.dist-info/entry_points.txt").decode()
+        record = zf.read("llmcrate-0.1.0.dist-info/RECORD").decode()
+    assert "bundler/templates/install.sh" in names and "runtime/verify.py" in names
+    assert "llmcrate = runtime.cli:main" in eps
+    assert all(n in record for n in names)
+
+
+def test_missing_model_fails_cleanly(fake_registry: FakeRegistry, tmp_path: Path) -> None:
+    spec = parse_spec({"name": "x", "version": "1", "python": [PY], "wheels": {"source": "installed"},
+                       "runtimes": {"cpu": {"installed": True}},
+                       "models": [{"name": f"{fake_registry.host}/library/nope:latest", "insecure": True}]},
+                      base_dir=tmp_path, env={})
+    with pytest.raises(ModelNotFound, match="nope"):
+        build_bundle(spec, store=Store(tmp_path / "store"), out=tmp_path)
+    assert list(tmp_path.glob("*.tar*")) == [] and not list(tmp_path.glob(".*partial"))
+
+
+def test_corrupt_store_blob_aborts_and_leaves_nothing(built: Built, tmp_path: Path) -> None:
+    import shutil
+    store_dir = tmp_path / "store"
+    shutil.copytree(built.store.root, store_dir)
+    store = Store(store_dir)
+    blob = store.blob_path(store.resolve(built.registry_name).layers[0].digest)
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    from runtime.errors import DigestMismatch
+    with pytest.raises(DigestMismatch, match="models/blobs/"):
+        build_bundle(load_spec(built.spec, env={}), store=store, out=tmp_path / "out.tar")
+    assert not (tmp_path / "out.tar").exists() and not list(tmp_path.glob(".out.tar*"))
+
+
+@pytest.fixture
+def hub(tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    with FakeHub(tmp_path / "hub") as h:
+        h.add_repo("someone/Tiny-GGUF", {"Tiny-Q8_0.gguf": tiny_gguf}, license="mit")
+        monkeypatch.setenv("HF_ENDPOINT", h.base_url)
+        yield h
+
+
+def test_hf_model_pulled_once_under_its_target_name(hub: FakeHub, tmp_path: Path) -> None:
+    spec = parse_spec({"name": "x", "version": "1",
+                       "models": [{"name": "hf.co/someone/Tiny-GGUF:Q8_0", "as": "tiny-hf:latest"}]},
+                      base_dir=tmp_path, env={})
+    store = Store(tmp_path / "store")
+    first = ensure_model(store, spec.models[0], spec=spec)
+    assert store.resolve("tiny-hf:latest").digest == first.digest
+    hub.stop()  # the second build finds it in the store: no network
+    assert ensure_model(store, spec.models[0], spec=spec).digest == first.digest
+
+
+def test_parse_size() -> None:
+    assert parse_size("4G") == 4 << 30 and parse_size("700M") == 700 << 20 and parse_size("1.5GiB") == 3 << 29
+    with pytest.raises(BundleError):
+        parse_size("12 apples")
+    with pytest.raises(BundleError, match="too small"):
+        parse_size("10K")
+
+
+def test_cli_build_inspect_verify(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_MODELS", str(built.store.root))
+    runner = CliRunner()
+    r = runner.invoke(main, ["bundle", "build", str(built.spec), "-o", str(tmp_path), "--compress", "gz"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "demo-1.0.tar.gz"
+    assert str(out) in r.output
+    r = runner.invoke(main, ["bundle", "inspect", str(out)])
+    assert r.exit_code == 0 and "tinybot:latest" in r.output and "cpu (installed package)" in r.output
+    r = runner.invoke(main, ["bundle", "verify", str(out)])
+    assert r.exit_code == 0 and "2 model(s) verified" in r.output
+    out.write_bytes(out.read_bytes()[:-5000])
+    r = runner.invoke(main, ["bundle", "verify", str(out)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ")
+
+
+def test_cli_reports_spec_errors(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "x", "version": "1", "models": ["a"], "runtime": {}}))
+    r = CliRunner().invoke(main, ["bundle", "build", str(spec)])
+    assert r.exit_code == 1
+    assert f"Error: {spec}: runtime: unknown key" in r.output
+
+
+def test_inspect_reads_only_bundle_json(built: Built, tmp_path: Path) -> None:
+    # a bundle cut right after bundle.json still inspects (and fails verify)
+    with tarfile.open(built.tar) as tf:
+        second = tf.getmembers()[1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(built.tar.read_bytes()[:second.offset])
+    r = CliRunner().invoke(main, ["bundle", "inspect", str(cut), "--files"])
+    assert r.exit_code == 0 and "models/blobs/sha256-" in r.output
+    assert json.loads(json.dumps(built.meta))["name"] == "demo"
+    r = CliRunner().invoke(main, ["bundle", "verify", str(cut)])
+    assert r.exit_code == 1 and "truncated" in r.output
+
+
+def test_trusting_the_store_gives_the_same_bytes(built: Built, tmp_path: Path) -> None:
+    """--trust-store copies blobs in the kernel; same bytes, and a corrupt blob still fails verify."""
+    from runtime.errors import DigestMismatch
+    from runtime.verify import verify_bundle
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    from tests.bundle.test_verify import _tree_digest
+    spec = load_spec(built.spec, env={})
+    before = _tree_digest()
+    fast = build_bundle(spec, store=built.store, out=tmp_path / "a", rehash=False)
+    slow = build_bundle(spec, store=built.store, out=tmp_path / "b")
+    if _tree_digest() == before:  # else another edit landed between the builds (llmcrate wheel differs)
+        assert fast.paths[0].read_bytes() == slow.paths[0].read_bytes()
+    assert verify_bundle(fast.paths[0]).files == len(built.meta["files"])
+    import shutil
+    shutil.copytree(built.store.root, tmp_path / "store")
+    store = Store(tmp_path / "store")
+    blob = store.blob_path(store.resolve(built.registry_name).layers[0].digest)
+    data = bytearray(blob.read_bytes())
+    data[5000] ^= 0x01
+    blob.write_bytes(bytes(data))
+    bad = build_bundle(spec, store=store, out=tmp_path / "bad.tar", rehash=False)
+    with pytest.raises(DigestMismatch):
+        verify_bundle(bad.paths[0])

@@ -25,7 +25,14 @@ from ..errors import ConfigError, ModelNotFound
 Json = dict[str, Any]
 
 
-@click.command()
+_RUN_ENV = """\b
+Environment Variables:
+  OLLAMA_HOST       The server to talk to (default 127.0.0.1:11434)
+  OLLAMA_NOHISTORY  Do not keep input history (~/.llmcrate/history)
+"""
+
+
+@click.command(epilog=_RUN_ENV)
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
 @click.option("--verbose", is_flag=True, help="Show timings for response")

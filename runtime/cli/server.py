@@ -13,7 +13,22 @@ from ..config import load_settings
 from ..format import human_bytes, human_time, table
 
 
-@click.command()
+_SERVE_ENV = """\b
+Environment Variables (LLMCRATE_<NAME> overrides OLLAMA_<NAME>):
+  OLLAMA_HOST               IP address and port to listen on (default 127.0.0.1:11434)
+  OLLAMA_MODELS             The path to the models directory (default ~/.ollama/models)
+  OLLAMA_KEEP_ALIVE         How long models stay loaded in memory (default 5m; negative: forever)
+  OLLAMA_NUM_PARALLEL       Requests each model answers at once (default 1)
+  OLLAMA_MAX_QUEUE          Requests that may wait; more are refused with 503 (default 512)
+  OLLAMA_MAX_LOADED_MODELS  Models loaded at once; least recently used unloads first (default 3)
+  OLLAMA_CONTEXT_LENGTH     Context length when a request sets none (default 4096)
+  OLLAMA_ORIGINS            Extra allowed CORS origins, comma separated
+  OLLAMA_LOAD_TIMEOUT       How long a model may take to load (default 5m)
+  OLLAMA_DEBUG              Log debug information
+"""
+
+
+@click.command(epilog=_SERVE_ENV)
 def serve() -> None:
     """Start the llmcrate server (Ollama-compatible API at OLLAMA_HOST)."""
     from ..server_main import serve as serve_forever

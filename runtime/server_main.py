@@ -17,7 +17,10 @@ def bind_socket(settings: Settings) -> socket.socket:
     """Bind the listening socket first, so a busy port is one clear error, not a traceback."""
     host, port = settings.host.host, settings.host.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says it is TCP; without it every streamed first token waits ~40 ms
+    # for Nagle + delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -19,12 +19,9 @@ def _store() -> Store:
 
 def _client() -> Any | None:
     """A client for the running server, or None when nothing answers (use the local store)."""
-    try:
-        from ..client import Client
-    except ImportError:  # pragma: no cover - client ships with the runtime
-        return None
-    client = Client(load_settings())
-    return client if client.is_up() else None
+    from ..client import connect
+
+    return connect(load_settings())
 
 
 @click.command("list")
@@ -148,26 +145,14 @@ def create(name: str, modelfile: str) -> None:
                      progress=lambda s: click.echo(s, err=True))
         return
     # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
-    from ..create import resolve_from
     from ..gguf_info import check_magic
+    from ..create import resolve_from
 
     src = resolve_from(mf, base_dir)
-    files = adapters = None
     if src is not None:
-        check_magic(src)
-        click.echo(f"copying file {src.name}", err=True)
-        files = {src.name: client.create_blob(src)}
-    for a in mf.adapters:
-        p = Path(a).expanduser()
-        p = p if p.is_absolute() else base_dir / p
-        adapters = adapters or {}
-        adapters[p.name] = client.create_blob(p)
-    for status in client.create(name, from_=None if src else mf.from_, files=files,
-                                adapters=adapters, template=mf.template, system=mf.system,
-                                license=mf.licenses or None, parameters=mf.parameters or None,
-                                messages=mf.messages or None):
-        if status.get("status"):
-            click.echo(status["status"], err=True)
+        check_magic(src)  # a bad file fails here, before gigabytes travel
+    for status in client.create_from_modelfile(name, mf, base_dir=base_dir):
+        click.echo(status, err=True)
 
 
 @click.command()

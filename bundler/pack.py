@@ -465,9 +465,13 @@ def _collect(spec: BundleSpec, store: Store, models: list[BundledModel],
              house: wh.Wheelhouse) -> tuple[list[Entry], dict[str, Any]]:
     wheel_entries = [_file_entry(f"wheels/{w.name}", w) for w in house.wheels]
     licenses: list[Entry] = []
-    for w in house.wheels:
+    seen_licenses: set[str] = set()
+    for w in house.wheels:  # one project may come as several wheels (one per target Python)
         for fname, data in wh.wheel_licenses(w):
-            licenses.append(_bytes_entry(f"LICENSES/wheels/{wh.dist_of(w)}/{fname}", data))
+            arc = f"LICENSES/wheels/{wh.dist_of(w)}/{fname}"
+            if arc not in seen_licenses:
+                seen_licenses.add(arc)
+                licenses.append(_bytes_entry(arc, data))
     runtime_entries: list[Entry] = []
     runtimes: dict[str, Any] = {}
     for rt in spec.runtimes:

@@ -250,18 +250,39 @@ def installed_closure(requirements: Iterable[str], *, exclude: Iterable[str] = (
 
 # ---------------------------------------------------------------------------------------------
 # pip download
-def _pip(args: list[str], *, env: dict[str, str] | None = None) -> None:
+def _pip(args: list[str], *, env: dict[str, str] | None = None) -> str:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     logger.info("running %s", " ".join(cmd))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-6:])
         raise BundleError(f"pip {args[0]} failed:\n{tail}")
+    return r.stdout
+
+
+_LEGACY = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+
+
+def platform_tags(platform_tag: str) -> list[str]:
+    """Every platform tag a target of ``platform_tag`` accepts, newest glibc first.
+
+    pip takes ``--platform`` literally (``manylinux_2_28_x86_64`` would skip a wheel tagged only
+    ``manylinux_2_17``), so the older glibc levels and their legacy aliases are spelled out.
+    """
+    arch = "aarch64" if platform_tag.endswith("aarch64") else "x86_64"
+    m = re.match(r"manylinux_(\d+)_(\d+)_", platform_tag)
+    glibc = (int(m.group(1)), int(m.group(2))) if m else _LEGACY.get(platform_tag.split("_")[0], (2, 17))
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc[1], 4, -1)]
+    tags += [f"{name}_{arch}" for name, level in _LEGACY.items() if level <= glibc]
+    return tags
 
 
 def _platform_args(platform_tag: str) -> list[str]:
     arch = "aarch64" if platform_tag.endswith("aarch64") else "x86_64"
-    return ["--platform", platform_tag, "--platform", f"linux_{arch}"]
+    args: list[str] = []
+    for tag in [*platform_tags(platform_tag), f"linux_{arch}"]:
+        args += ["--platform", tag]
+    return args
 
 
 def download_wheels(requirements: list[str], *, python: str, platform_tag: str, dest: Path,
@@ -280,21 +301,18 @@ def download_wheels(requirements: list[str], *, python: str, platform_tag: str, 
         args += ["--index-url", index_url]
     for fl in find_links:
         args += ["--find-links", str(fl)]
-    report = dest / f".report-{abi}.json"
-    _pip([*args, "--report", str(report), "--quiet", *requirements])
-    import json
+    # pip download names every file it picked: "Saved <path>" / "File was already downloaded <path>"
+    out = _pip([*args, *requirements])
     picked = []
-    for item in json.loads(report.read_text()).get("install", []):
-        url = item.get("download_info", {}).get("url", "")
-        fname = url.rsplit("/", 1)[-1].split("#")[0]
-        from urllib.parse import unquote
-        p = dest / unquote(fname)
-        if p.is_file():
-            picked.append(p)
-        else:  # a --find-links file: pip points at it where it lies
-            src = Path(unquote(url.removeprefix("file://")))
-            if src.is_file():
-                picked.append(src)
+    for line in out.splitlines():
+        m = re.match(r"\s*(?:Saved|File was already downloaded)\s+(.+\.whl)\s*$", line)
+        if m:
+            p = Path(m.group(1))
+            picked.append(p if p.is_absolute() else (dest / p.name))
+    missing = [p for p in picked if not p.is_file()]
+    if missing or not picked:
+        raise BundleError(f"pip download for Python {python} gave no usable wheels "
+                          f"({', '.join(str(p) for p in missing) or 'nothing saved'})")
     logger.info("python %s: %d wheels (%d new)", python, len(picked), len(set(dest.glob("*.whl")) - before))
     return sorted(set(picked))
 

@@ -174,3 +174,31 @@ def test_trusting_the_store_gives_the_same_bytes(built: Built, tmp_path: Path) -
     bad = build_bundle(spec, store=store, out=tmp_path / "bad.tar", rehash=False)
     with pytest.raises(DigestMismatch):
         verify_bundle(bad.paths[0])
+
+
+def test_download_mode_offline_from_a_local_wheelhouse(built: Built, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """wheels.source: download runs ``pip download`` per target Python; here against a local
+    wheelhouse with --no-index (the same code path as an index, without the network)."""
+    import subprocess
+    house = tmp_path / "house"
+    house.mkdir()
+    subprocess.run(["tar", "-xf", str(built.tar), "-C", str(house), "--strip-components=2", "demo-1.0/wheels"],
+                   check=True)
+    llama = next(house.glob("llama_cpp_python-*.whl"))
+    spec = yaml.safe_load(built.spec.read_text())
+    spec["runtimes"] = {"cpu": {"wheel": str(llama)}}
+    spec["wheels"] = {"source": "download", "offline": True, "find_links": [str(house)]}
+    spec["platform"] = "manylinux_2_28_x86_64"  # the repacked numpy needs glibc 2.27
+    path = built.spec.with_name("download.yaml")
+    path.write_text(yaml.safe_dump(spec))
+    res = build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "d.tar")
+    wheels = {k.split("/")[1] for k in res.meta["files"] if k.startswith("wheels/")}
+    assert wheels == {k.split("/")[1] for k in built.meta["files"] if k.startswith("wheels/")}
+    assert res.meta["runtimes"]["cpu"]["source"] == "wheel"
+    # a requirement the wheelhouse cannot satisfy fails with pip's reason
+    for w in house.glob("click-*.whl"):
+        w.unlink()
+    monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "fresh-cache"))
+    with pytest.raises(BundleError, match="pip download failed"):
+        build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "e.tar")

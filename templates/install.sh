@@ -32,6 +32,7 @@ Install {{ name }} {{ version }}: the llmcrate server, its models and llama.cpp 
   --host ADDR:PORT    address the server listens on (default {{ service.host }})
   --runtime R         auto|cpu|cuda|rocm (default auto: chosen again at every start)
   --no-systemd        do not install the systemd unit; print how to run start.sh
+  --systemd           install the unit even if systemd does not look like it is running
   --yes               do not ask for confirmation
   --dry-run           preflight and verify only; change nothing
   -h, --help          this help
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
         --runtime) need_arg "$@"; RUNTIME=$2; shift 2 ;;
         --runtime=*) RUNTIME=${1#*=}; shift ;;
         --no-systemd) SYSTEMD=no; shift ;;
+        --systemd) SYSTEMD=yes; shift ;;
         --yes|-y) YES=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;

@@ -22,12 +22,10 @@ if [ "$YES" != 1 ] && [ -t 0 ]; then
     read -r answer || answer=
     case $answer in y|Y|yes|YES) ;; *) echo "aborted" >&2; exit 1 ;; esac
 fi
-if [ -f "$UNIT_DIR/llmcrate.service" ]; then
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        systemctl disable --now llmcrate.service >/dev/null 2>&1 || true
-    fi
+if [ "$SYSTEMD" = yes ] && [ -f "$UNIT_DIR/llmcrate.service" ]; then
+    systemctl disable --now llmcrate.service >/dev/null 2>&1 || true
     rm -f "$UNIT_DIR/llmcrate.service"
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+    systemctl daemon-reload || true
 fi
 rm -f "$PREFIX/bin/llmcrate"
 rm -f "$ETC_DIR/llmcrate.env"

@@ -180,3 +180,63 @@ def test_install_refusals(built: Built, tmp_path: Path) -> None:
     # bad flag
     r = _install(bundle, "--prefx", "/x")
     assert r.returncode != 0 and "unknown option '--prefx'" in r.stderr
+
+
+FAKE_SYSTEMCTL = r'''#!/bin/sh
+# systemctl stand-in: records calls; "restart" runs the unit's ExecStart with its EnvironmentFile
+echo "systemctl $*" >> "$FAKE_DIR/calls"
+case "$1" in
+    restart)
+        unit="$LLMCRATE_UNIT_DIR/$2"
+        cmd=$(sed -n 's/^ExecStart=//p' "$unit")
+        envf=$(sed -n 's/^EnvironmentFile=//p' "$unit")
+        if [ -f "$FAKE_DIR/pid" ]; then kill "$(cat "$FAKE_DIR/pid")" 2>/dev/null || true; sleep 1; fi
+        (set -a; . "$envf"; set +a; INVOCATION_ID=fake; export INVOCATION_ID; exec "$cmd") \
+            > "$FAKE_DIR/service.log" 2>&1 &
+        echo $! > "$FAKE_DIR/pid" ;;
+    disable)
+        if [ -f "$FAKE_DIR/pid" ]; then kill "$(cat "$FAKE_DIR/pid")" 2>/dev/null || true; rm -f "$FAKE_DIR/pid"; fi ;;
+esac
+exit 0
+'''
+
+
+def test_systemd_install_with_smoke_test(built: Built, tmp_path: Path) -> None:
+    """The systemd branch: user, unit, enable, restart, smoke test (real server), uninstall --purge.
+    systemctl/useradd/... are stand-ins on PATH (no systemd in a test container); the service
+    itself is real: the fake systemctl runs the installed unit's ExecStart."""
+    bundle = _extract(built, tmp_path / "media")
+    prefix, fake, units = tmp_path / "opt", tmp_path / "fake", tmp_path / "units"
+    fake.mkdir()
+    units.mkdir()
+    (fake / "systemctl").write_text(FAKE_SYSTEMCTL)
+    for tool, body in {"useradd": "", "usermod": "", "chown": "", "journalctl": "",
+                       "getent": "exit 2\n"}.items():
+        (fake / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "$FAKE_DIR/calls"\n{body}')
+    for p in fake.iterdir():
+        p.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(), "FAKE_DIR": str(fake), "LLMCRATE_UNIT_DIR": str(units)}
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    try:
+        r = subprocess.run(["sh", str(bundle / "install.sh"), "--prefix", str(prefix), "--systemd", "--yes",
+                            "--host", f"127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=300)
+        service_log = (fake / "service.log").read_text() if (fake / "service.log").exists() else ""
+        assert r.returncode == 0, r.stdout + r.stderr + service_log
+        assert "server 0.1.0 answered" in r.stdout
+        calls = (fake / "calls").read_text()
+        assert "useradd --system --user-group" in calls and "chown -R llmcrate:llmcrate" in calls
+        assert "systemctl enable llmcrate.service" in calls and "systemctl restart llmcrate.service" in calls
+        unit = (units / "llmcrate.service").read_text()
+        assert f"ExecStart={prefix}/lib/llmcrate/start.sh" in unit and "@" not in unit
+        r = subprocess.run(["sh", str(prefix / "lib/llmcrate/uninstall.sh"), "--purge", "--yes"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "systemctl disable --now llmcrate.service" in (fake / "calls").read_text()
+        assert not (units / "llmcrate.service").exists() and not (prefix / "var/lib/llmcrate/models").exists()
+        assert not (fake / "pid").exists()
+    finally:
+        if (fake / "pid").exists():
+            os.kill(int((fake / "pid").read_text()), 15)

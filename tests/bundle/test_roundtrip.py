@@ -240,3 +240,20 @@ def test_systemd_install_with_smoke_test(built: Built, tmp_path: Path) -> None:
     finally:
         if (fake / "pid").exists():
             os.kill(int((fake / "pid").read_text()), 15)
+
+
+def test_no_space_is_refused_before_anything_is_written(built: Built, tmp_path: Path) -> None:
+    """A 2 MB filesystem as the prefix (private mount namespace): preflight refuses, nothing written."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a mount namespace here (unshare -m)")
+    bundle = _extract(built, tmp_path / "media")
+    small = tmp_path / "small"
+    small.mkdir()
+    script = (f'mount -t tmpfs -o size=2m tmpfs {small} && sh {bundle}/install.sh --prefix {small}/opt '
+              f'--no-systemd --yes; status=$?; ls -A {small}; exit $status')
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "[FAIL] disk (prefix)" in r.stdout and "nothing was changed" in r.stderr
+    # `ls -A` of the tmpfs ran last and printed nothing: the report is the end, no prefix was created
+    assert r.stdout.splitlines()[-1].startswith("  [")

@@ -216,12 +216,41 @@ class Choice:
     reasons: tuple[str, ...]  # why earlier candidates were skipped, then why this one
 
 
+def load_ggml_backends(lib_dir: Path) -> int:
+    """Register the ggml backends of a ``GGML_BACKEND_DL`` build before llama.cpp is used.
+
+    Such builds (the portable cpu runtime: ``GGML_CPU_ALL_VARIANTS``) keep each backend in its
+    own ``libggml-<name>.so`` and register none until asked; llama-cpp-python never asks, and
+    ggml's default search (the executable's folder, the working folder) would miss the runtime
+    folder anyway. Loading ``libggml.so`` from ``lib_dir`` first makes it the one llama.cpp links
+    to (same soname). Builds with backends linked in already report them: nothing is loaded.
+    Returns the number of registered backends (0 when ``lib_dir`` has no ggml).
+    """
+    import ctypes
+
+    path = lib_dir / "libggml.so"
+    if not path.is_file():
+        return 0
+    lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    count = lib.ggml_backend_reg_count
+    count.restype = ctypes.c_size_t
+    if count() == 0 and hasattr(lib, "ggml_backend_load_all_from_path"):
+        load = lib.ggml_backend_load_all_from_path
+        load.argtypes = [ctypes.c_char_p]
+        load(str(lib_dir).encode())
+        logger.info("loaded %d ggml backends from %s", count(), lib_dir)
+    return int(count())
+
+
 def _load_check(lib_dir: Path, python: str) -> str | None:
     """Load llama.cpp from ``lib_dir`` in a child interpreter; None when it works, else why not."""
     env = dict(os.environ)
     env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib_dir), env.get("LD_LIBRARY_PATH", "")) if p)
-    code = ("import llama_cpp, sys\n"
+    code = ("import os, pathlib, sys\n"
+            "from runtime.hardware import load_ggml_backends\n"
+            "load_ggml_backends(pathlib.Path(os.environ['LLAMA_CPP_LIB_PATH']))\n"
+            "import llama_cpp\n"
             "sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 3)")
     try:
         r = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -133,3 +133,21 @@ def test_no_cpu_runtime_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "runtimes" / "cuda12").mkdir(parents=True)
     with pytest.raises(FileNotFoundError):
         choose_runtime(tmp_path / "runtimes")
+
+
+def test_backends_loaded_from_the_runtime_folder_before_llama_cpp(tiny_gguf: Path) -> None:
+    """start.sh's order: ggml from the chosen runtime folder first, then llama_cpp, then a model."""
+    import llama_cpp
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    code = ("import os, pathlib, sys\n"
+            "from runtime.hardware import load_ggml_backends\n"
+            "n = load_ggml_backends(pathlib.Path(os.environ['LLAMA_CPP_LIB_PATH']))\n"
+            "import llama_cpp\n"
+            "m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)\n"
+            "print(n, m.n_vocab())\n")
+    env = {**os.environ, "LLAMA_CPP_LIB_PATH": str(lib)}
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_gguf)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, vocab = map(int, r.stdout.split())
+    assert n >= 1 and vocab > 256

@@ -257,3 +257,23 @@ def test_no_space_is_refused_before_anything_is_written(built: Built, tmp_path: 
     assert "[FAIL] disk (prefix)" in r.stdout and "nothing was changed" in r.stderr
     # `ls -A` of the tmpfs ran last and printed nothing: the report is the end, no prefix was created
     assert r.stdout.splitlines()[-1].startswith("  [")
+
+
+def test_upgrade_keeps_previous_choices_and_saves_edited_settings(built: Built, tmp_path: Path) -> None:
+    bundle = _extract(built, tmp_path / "media")
+    prefix, models = tmp_path / "opt", tmp_path / "store"
+    r = _install(bundle, "--prefix", str(prefix), "--models-dir", str(models), "--host", "127.0.0.1:18441",
+                 "--runtime", "cpu", "--no-systemd", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    env_file = prefix / "etc/llmcrate/llmcrate.env"
+    env_file.write_text(env_file.read_text() + "OLLAMA_DEBUG=1\n")  # an operator's edit
+    r = _install(_extract(built, tmp_path / "media2"), "--prefix", str(prefix), "--no-systemd", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    conf = (prefix / "lib/llmcrate/install.conf").read_text()
+    assert f"MODELS_DIR={models}\n" in conf and "HOST=127.0.0.1:18441\n" in conf and "RUNTIME=cpu\n" in conf
+    text = env_file.read_text()
+    assert "OLLAMA_HOST=127.0.0.1:18441" in text and f"OLLAMA_MODELS={models}" in text
+    assert "LLMCRATE_RUNTIME=cpu" in text and "OLLAMA_DEBUG" not in text
+    assert "OLLAMA_DEBUG=1" in (env_file.parent / "llmcrate.env.bak").read_text()
+    assert "llmcrate.env.bak" in r.stdout
+    assert (models / "manifests/registry.ollama.ai/library/tinybot/latest").is_file()

@@ -8,8 +8,8 @@ umask 022
 BUNDLE_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 PREFIX=/usr/local
 MODELS_DIR=
-HOST=0.0.0.0:11434
-RUNTIME=auto
+HOST=
+RUNTIME=
 SYSTEMD=auto
 YES=0
 DRY_RUN=0
@@ -59,8 +59,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-case $RUNTIME in auto|cpu|cuda|rocm|cuda[0-9]*|rocm[0-9]*) ;; *) die "--runtime must be auto, cpu, cuda or rocm" ;; esac
 case $PREFIX in /*) ;; *) PREFIX=$(pwd)/$PREFIX ;; esac
+LIB=$PREFIX/lib/llmcrate
+# An upgrade keeps the previous install's choices unless the flags say otherwise.
+if [ -r "$LIB/install.conf" ]; then
+    if [ -z "$MODELS_DIR" ]; then MODELS_DIR=$(. "$LIB/install.conf" && printf '%s' "${MODELS_DIR:-}"); fi
+    if [ -z "$HOST" ]; then HOST=$(. "$LIB/install.conf" && printf '%s' "${HOST:-}"); fi
+    if [ -z "$RUNTIME" ]; then RUNTIME=$(. "$LIB/install.conf" && printf '%s' "${RUNTIME:-}"); fi
+fi
+: "${HOST:=0.0.0.0:11434}"
+: "${RUNTIME:=auto}"
+case $RUNTIME in auto|cpu|cuda|rocm|cuda[0-9]*|rocm[0-9]*) ;; *) die "--runtime must be auto, cpu, cuda or rocm" ;; esac
 if [ -z "$MODELS_DIR" ]; then
     if [ "$PREFIX" = /usr/local ] || [ "$PREFIX" = /usr ]; then
         MODELS_DIR=/var/lib/llmcrate/models
@@ -73,7 +82,15 @@ for p in "$PREFIX" "$MODELS_DIR"; do
     case $p in *[[:space:]]*|*\"*|*\\*) die "paths with spaces, quotes or backslashes are not supported: '$p'" ;; esac
 done
 if [ "$PREFIX" = /usr ]; then ETC_DIR=/etc/llmcrate; else ETC_DIR=$PREFIX/etc/llmcrate; fi
-LIB=$PREFIX/lib/llmcrate
+
+writable() {  # the folder, or the nearest one above it that exists, is writable
+    d=$1
+    while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
+    [ -d "$d" ] && [ -w "$d" ]
+}
+for p in "$PREFIX" "$MODELS_DIR"; do
+    writable "$p" || die "cannot write to $p (run as root, or choose --prefix / --models-dir)"
+done
 
 # --- python3 -------------------------------------------------------------------------------
 find_python() {
@@ -186,7 +203,7 @@ cp "$BUNDLE_DIR/start.sh" "$BUNDLE_DIR/uninstall.sh" "$BUNDLE_DIR/bundle.json" "
 cp -R "$BUNDLE_DIR/LICENSES" "$STAGE/LICENSES"
 chmod 755 "$STAGE/start.sh" "$STAGE/uninstall.sh"
 bundle_py runtime.verify write-conf "$STAGE/install.conf" PYTHON="$PYTHON" PREFIX="$PREFIX" LIB="$LIB" \
-    ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR" UNIT_DIR="$UNIT_DIR" SYSTEMD="$SYSTEMD" \
+    ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR" UNIT_DIR="$UNIT_DIR" SYSTEMD="$SYSTEMD" HOST="$HOST" RUNTIME="$RUNTIME" \
     BUNDLE=golden-2.0
 
 say "==> Activating"
@@ -215,6 +232,10 @@ backup "$ETC_DIR/llmcrate.env"
     printf 'LLMCRATE_RUNTIME=%s\n' "$RUNTIME"
     cat "$BUNDLE_DIR/llmcrate.env"
 } > "$ETC_DIR/llmcrate.env.tmp.$STAMP"
+if [ -f "$ETC_DIR/llmcrate.env" ] && ! cmp -s "$ETC_DIR/llmcrate.env" "$ETC_DIR/llmcrate.env.tmp.$STAMP"; then
+    cp -p "$ETC_DIR/llmcrate.env" "$ETC_DIR/llmcrate.env.bak"
+    say "  previous settings saved as $ETC_DIR/llmcrate.env.bak (merge your edits back if you made any)"
+fi
 mv "$ETC_DIR/llmcrate.env.tmp.$STAMP" "$ETC_DIR/llmcrate.env"
 
 say "==> Registering models in $MODELS_DIR"

@@ -101,11 +101,11 @@ def test_unit_is_hardened_and_verifies(rendered: dict[str, bytes], tmp_path: Pat
     (lib / "start.sh").chmod(0o755)
     unit = tmp_path / "llmcrate.service"
     substitute(unit_src, unit, {"LIB": str(lib), "ETC_DIR": str(tmp_path / "etc"),
-                                "MODELS_DIR": str(tmp_path / "models")})
+                                "MODELS_DIR": str(tmp_path / "models"), "PROTECT_HOME": "yes"})
     text = unit.read_text()
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", f"ReadWritePaths={tmp_path / 'models'}",
                  "Restart=always", f"EnvironmentFile={tmp_path / 'etc'}/llmcrate.env", "User=llmcrate",
-                 f"ExecStart={lib}/start.sh"):
+                 f"ExecStart={lib}/start.sh", "ProtectHome=yes"):
         assert line in text.splitlines(), line
     exe = shutil.which("systemd-analyze")
     if exe is None:

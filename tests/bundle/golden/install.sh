@@ -232,7 +232,7 @@ backup "$ETC_DIR/llmcrate.env"
     printf 'LLMCRATE_RUNTIME=%s\n' "$RUNTIME"
     cat "$BUNDLE_DIR/llmcrate.env"
 } > "$ETC_DIR/llmcrate.env.tmp.$STAMP"
-if [ -f "$ETC_DIR/llmcrate.env" ] && ! cmp -s "$ETC_DIR/llmcrate.env" "$ETC_DIR/llmcrate.env.tmp.$STAMP"; then
+if [ -f "$ETC_DIR/llmcrate.env" ] && ! cmp -s "$ETC_DIR/llmcrate.env" "$ETC_DIR/llmcrate.env.tmp.$STAMP" 2>/dev/null; then
     cp -p "$ETC_DIR/llmcrate.env" "$ETC_DIR/llmcrate.env.bak"
     say "  previous settings saved as $ETC_DIR/llmcrate.env.bak (merge your edits back if you made any)"
 fi
@@ -252,8 +252,9 @@ if [ "$SYSTEMD" = yes ]; then
     done
     chown -R llmcrate:llmcrate "$MODELS_DIR"
     backup "$UNIT_DIR/llmcrate.service"
+    case $MODELS_DIR in /home/*|/root/*|/run/user/*) PROTECT_HOME=read-only ;; *) PROTECT_HOME=yes ;; esac
     bundle_py runtime.verify subst "$BUNDLE_DIR/llmcrate.service" "$UNIT_DIR/llmcrate.service" \
-        LIB="$LIB" ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR"
+        LIB="$LIB" ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR" PROTECT_HOME="$PROTECT_HOME"
     systemctl daemon-reload
     systemctl enable llmcrate.service >/dev/null 2>&1
     systemctl restart llmcrate.service

@@ -469,6 +469,11 @@ def build_wheelhouse(spec: BundleSpec, work: Path) -> Wheelhouse:
     llama = rt_wheels["cpu"]
     if llama is None:
         llama = repack_installed("llama_cpp_python", built, epoch=spec.created)
+    # the cpu runtime's wheel is also what pip installs on the target, for every target Python
+    unfit = [py for py in spec.python if not wheel_runs_on(llama, py)]
+    if unfit:
+        raise BundleError(f"runtimes.cpu: {llama.name} does not install on Python {', '.join(unfit)}; "
+                          "use a py3-none wheel (llama-cpp-python's own builds are) or a source build")
     deps = [r for r in requires_of_wheel(own) if canonicalize_name(Requirement(r).name) != "llama-cpp-python"
             and not (Requirement(r).marker and "extra" in str(Requirement(r).marker))]
     deps += [r for r in requires_of_wheel(llama) if not (Requirement(r).marker and "extra" in str(Requirement(r).marker))]
@@ -497,6 +502,18 @@ def build_wheelhouse(spec: BundleSpec, work: Path) -> Wheelhouse:
     keep_pips = set(pip_for.values())
     final = [w for n, w in sorted(by_name.items()) if dist_of(w) != "pip" or n in keep_pips]
     return Wheelhouse(wheels=final, pip=pip_for, runtime_wheels=rt_wheels)
+
+
+def wheel_runs_on(wheel: Path, python: str) -> bool:
+    """Whether a wheel's python/abi tags accept CPython ``python`` ("3.11")."""
+    parts = wheel.name[:-4].split("-")
+    pys, abis = parts[-3].split("."), parts[-2].split(".")
+    cp = "cp" + python.replace(".", "")
+    minor = int(python.split(".")[1])
+    ok_py = any(t in ("py3", cp) or (re.fullmatch(r"cp3\d+", t) is not None and int(t[3:]) <= minor
+                                     and "abi3" in abis) for t in pys)
+    ok_abi = any(a in ("none", "abi3", cp) for a in abis)
+    return ok_py and ok_abi
 
 
 def _version_key(wheel: Path) -> tuple[int, ...]:

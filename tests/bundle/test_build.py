@@ -202,3 +202,21 @@ def test_download_mode_offline_from_a_local_wheelhouse(built: Built, tmp_path: P
     monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "fresh-cache"))
     with pytest.raises(BundleError, match="pip download failed"):
         build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "e.tar")
+
+
+def test_cpu_wheel_must_install_on_every_target_python(built: Built, tmp_path: Path) -> None:
+    import shutil
+    spec = yaml.safe_load(built.spec.read_text())
+    house = tmp_path / "house"
+    house.mkdir()
+    import subprocess
+    subprocess.run(["tar", "-xf", str(built.tar), "-C", str(house), "--strip-components=2", "demo-1.0/wheels"],
+                   check=True)
+    llama = next(house.glob("llama_cpp_python-*.whl"))
+    only312 = tmp_path / llama.name.replace("py3-none", "cp312-cp312")  # a copy tagged for 3.12 only
+    shutil.copyfile(llama, only312)
+    spec["runtimes"] = {"cpu": {"wheel": str(only312)}}
+    path = built.spec.with_name("cp312.yaml")
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(BundleError, match=r"runtimes.cpu: .* does not install on Python 3\.\d+"):
+        build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "x.tar")

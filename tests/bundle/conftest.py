@@ -65,7 +65,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, fake_registry: FakeRegistry)
     root = tmp_path_factory.mktemp("built")
     spec_path = write_demo_spec(root / "spec", fake_registry.host)
     store = Store(root / "store")
-    result = build_bundle(load_spec(spec_path, env={}), store=store, out=root / "out")
+    with pytest.MonkeyPatch.context() as mp:  # session scope: the per-test HOME is not set up yet
+        mp.setenv("LLMCRATE_CACHE", str(root / "cache"))
+        result = build_bundle(load_spec(spec_path, env={}), store=store, out=root / "out.tar")
     return Built(tar=result.paths[0], meta=result.meta, spec=spec_path, store=store,
                  registry_name=f"{fake_registry.host}/library/tiny:latest")
 

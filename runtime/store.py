@@ -495,7 +495,7 @@ class Store:
         return removed
 
 
-_FLUSH_EVERY = 256 << 20
+_SYNC_INTERVAL = 0.25
 
 
 def _pipelined_copy(fin: BinaryIO, out_fd: int,
@@ -528,7 +528,6 @@ def _pipelined_copy(fin: BinaryIO, out_fd: int,
             release(i)
 
     def writer(q: queue.Queue) -> None:
-        unsynced = 0
         while (item := q.get()) is not None:
             i, n = item
             try:
@@ -537,19 +536,27 @@ def _pipelined_copy(fin: BinaryIO, out_fd: int,
                     while view:
                         k = os.write(out_fd, view)
                         view = view[k:]
-                    unsynced += n
-                    if unsynced >= _FLUSH_EVERY:  # keep write-back going, so the final fsync is short
-                        os.fdatasync(out_fd)
-                        unsynced = 0
             except BaseException as e:
                 errors.append(e)
             finally:
                 release(i)
 
+    finished = threading.Event()
+
+    def syncer() -> None:
+        # keep write-back going beside the copy, so the caller's final fsync is short; it
+        # runs apart from the writer so a flush never stalls the pipeline
+        while not finished.wait(_SYNC_INTERVAL):
+            try:
+                os.fdatasync(out_fd)
+            except OSError:
+                return
+
     hq: queue.Queue = queue.Queue()
     wq: queue.Queue = queue.Queue()
     threads = [threading.Thread(target=hasher, args=(hq,), daemon=True, name="blob-hash"),
-               threading.Thread(target=writer, args=(wq,), daemon=True, name="blob-write")]
+               threading.Thread(target=writer, args=(wq,), daemon=True, name="blob-write"),
+               threading.Thread(target=syncer, daemon=True, name="blob-sync")]
     for t in threads:
         t.start()
     try:
@@ -567,6 +574,7 @@ def _pipelined_copy(fin: BinaryIO, out_fd: int,
     finally:
         hq.put(None)
         wq.put(None)
+        finished.set()
         for t in threads:
             t.join()
     if errors:

@@ -269,6 +269,7 @@ def test_upgrade_keeps_previous_choices_and_saves_edited_settings(built: Built, 
     env_file.write_text(env_file.read_text() + "OLLAMA_DEBUG=1\n")  # an operator's edit
     r = _install(_extract(built, tmp_path / "media2"), "--prefix", str(prefix), "--no-systemd", "--yes")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert list((prefix / "lib/llmcrate/python/runtime").rglob("*.pyc"))  # compiled at install
     conf = (prefix / "lib/llmcrate/install.conf").read_text()
     assert f"MODELS_DIR={models}\n" in conf and "HOST=127.0.0.1:18441\n" in conf and "RUNTIME=cpu\n" in conf
     text = env_file.read_text()

@@ -197,7 +197,10 @@ PIP_WHEEL=$(bundle_py runtime.verify pip-wheel "$BUNDLE_DIR" --python "$PY_VERSI
 PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_ROOT_USER_ACTION=ignore PYTHONNOUSERSITE=1 \
     "$PYTHON" "$BUNDLE_DIR/wheels/$PIP_WHEEL/pip" install --no-index --find-links "$BUNDLE_DIR/wheels" \
     --target "$STAGE/python" --no-cache-dir --disable-pip-version-check --no-warn-script-location --no-warn-conflicts --quiet \
-    "$LLMCRATE_WHEEL"
+    --no-compile "$LLMCRATE_WHEEL"
+# Bytecode now, on every core (the service cannot write it later: ProtectSystem=strict).
+# A file that does not compile (a template, a test for another Python) is pip's usual warning, not an error.
+"$PYTHON" -m compileall -q -j 0 "$STAGE/python" >/dev/null 2>&1 || true
 cp -R "$BUNDLE_DIR/runtimes" "$STAGE/runtimes"
 cp "$BUNDLE_DIR/start.sh" "$BUNDLE_DIR/uninstall.sh" "$BUNDLE_DIR/bundle.json" "$STAGE/"
 cp -R "$BUNDLE_DIR/LICENSES" "$STAGE/LICENSES"

@@ -27,7 +27,7 @@ from typing import IO, Any, BinaryIO, Callable, Iterable, Literal
 import jinja2
 
 from runtime import __version__
-from runtime.errors import BundleError, DigestMismatch, ModelNotFound
+from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
 from runtime.names import HFFileRef, parse_name, parse_reference
 from runtime.store import MEDIA_LICENSE, Manifest, Store
 from runtime.verify import BUNDLE_FORMAT, BUNDLE_JSON
@@ -95,8 +95,10 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
         if mf.from_:
             for other in spec.models:
                 if other.ref and _same(other.target, mf.from_):
-                    mf.from_ = str(parse_reference(other.ref)) if not isinstance(
-                        parse_reference(other.ref), HFFileRef) else other.target
+                    source = parse_reference(other.ref)
+                    # Hugging Face models are stored under their target name already
+                    mf.from_ = other.target if isinstance(source, HFFileRef) or source.host == "hf.co" \
+                        else str(source)  # type: ignore[union-attr]
         say(f"creating {m.target} from {m.modelfile}")
         create_model(store, m.target, mf, base_dir=m.modelfile.parent)
         return store.resolve(m.target)
@@ -124,7 +126,7 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
 def _same(a: str, b: str) -> bool:
     try:
         return parse_name(a).key() == parse_name(b).key()
-    except Exception:  # noqa: BLE001 - a FROM that is a path is simply not a model name
+    except LlmcrateError:  # a FROM that is a file path is not a model name
         return False
 
 
@@ -290,7 +292,7 @@ class _Sink:
     def abort(self) -> None:
         try:
             self.raw.close()
-        except Exception:  # noqa: BLE001 - best effort while already failing
+        except (OSError, ValueError):  # best effort while already failing
             pass
         paths = self.raw.paths if isinstance(self.raw, _SplitWriter) else [self.tmp]
         for p in paths:

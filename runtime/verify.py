@@ -637,7 +637,7 @@ def _port_check(host: str, port: int) -> Check:
         with urllib.request.urlopen(f"http://{h}:{port}/api/version", timeout=3) as r:
             if "version" in json.loads(r.read()):
                 return Check("port", True, f"{host}:{port} is served by llmcrate/ollama (will be replaced)")
-    except Exception:  # noqa: BLE001 - any failure means "someone else holds the port"
+    except (OSError, ValueError, KeyError, TypeError):  # no llmcrate answering: someone else holds the port
         pass
     return Check("port", False, f"{host}:{port} is in use ({reason})")
 

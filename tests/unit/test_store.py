@@ -169,3 +169,27 @@ def test_not_enough_space(tmp_path: Path) -> None:
 def test_invalid_digest(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="invalid digest"):
         Store(tmp_path).blob_path("sha256:../../etc/passwd")
+
+
+@pytest.mark.parametrize("kernel_refuses", [False, True])
+def test_add_blob_file_copies_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      kernel_refuses: bool) -> None:
+    """The kernel copy trails the hash chunk by chunk; where copy_file_range is refused (other
+    filesystems, old kernels) sendfile takes over. Either way the blob is byte-identical."""
+    import errno as _errno
+
+    import runtime.store as store_mod
+
+    if kernel_refuses:
+        def refuse(*a: object, **k: object) -> int:
+            raise OSError(_errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(store_mod.os, "copy_file_range", refuse)
+    src = tmp_path / "w.bin"
+    data = os.urandom((store_mod.CHUNK * 3) + 12345)  # several chunks and a ragged tail
+    src.write_bytes(data)
+    seen: list[int] = []
+    layer = Store(tmp_path / "m").add_blob_file(src, progress=seen.append)
+    assert sum(seen) == len(data)
+    blob = Store(tmp_path / "m").blob_path(layer.digest)
+    assert blob.read_bytes() == data
+    assert layer.digest == "sha256:" + hashlib.sha256(data).hexdigest()

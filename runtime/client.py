@@ -243,7 +243,9 @@ class Client:
         files: dict[str, str] | None = None
         if src is not None:
             yield f"copying file {src.name}"
-            files = {src.name: self.create_blob(src)}
+            from .create import split_shards
+
+            files = {p.name: self.create_blob(p) for p in split_shards(src)}
         adapters: dict[str, str] | None = None
         for a in modelfile.adapters or []:
             p = Path(os.path.expanduser(a))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -142,10 +143,15 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
         if not any(x.media_type == MEDIA_MODEL for x in layers):
             raise StoreError(f'model "{req.from_model}" has no model layer')
     elif req.files:
+        shards = 0
         for fname in sorted(req.files):
             layer, li = _gguf_layer(store, req.files[fname], fname, progress)
-            if layer.media_type == MEDIA_MODEL and info is None:
-                info = li
+            if layer.media_type == MEDIA_MODEL:
+                shards += 1
+                if info is None:
+                    info = li
+                elif shards > 1:  # a split GGUF: the model is all of its shards
+                    info.parameter_count += li.parameter_count
             layers.append(layer)
         if info is None:
             raise LlmcrateError("no model layer among the files (only projectors?)")
@@ -196,6 +202,24 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
     return manifest
 
 
+_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_shards(path: Path) -> list[Path]:
+    """Every shard of a llama.cpp split GGUF named by any one of them (``x-00001-of-00003.gguf``),
+    in order; ``[path]`` for an ordinary file. A missing shard is a ModelfileError."""
+    m = _SPLIT.match(path.name)
+    if not m:
+        return [path]
+    count = int(m.group("count"))
+    shards = [path.with_name(f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf")
+              for i in range(1, count + 1)]
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing:
+        raise ModelfileError(f"split GGUF {path.name} is incomplete: missing {', '.join(missing)}")
+    return shards
+
+
 def resolve_from(modelfile: Modelfile, base_dir: Path) -> Path | None:
     """The GGUF path FROM names, or None when FROM names a model. Paths are relative to
     ``base_dir``; ``~`` is expanded. Anything that exists on disk is a file reference."""
@@ -243,7 +267,7 @@ def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, b
                         messages=list(modelfile.messages) or None,
                         requires=modelfile.requires)
     if src is not None:
-        req.files = {src.name: _blob_from_file(store, src, progress)}
+        req.files = {p.name: _blob_from_file(store, p, progress) for p in split_shards(src)}
     else:
         try:
             store.resolve(modelfile.from_ or "")

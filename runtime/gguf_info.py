@@ -136,7 +136,10 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         params = kv["general.parameter_count"]
     arch = kv.get("general.architecture")
     if not isinstance(arch, str):
-        raise GGUFError(str(p), "general.architecture is missing")
+        if isinstance(kv.get("split.no"), int) and kv["split.no"] > 0:
+            arch = ""  # a later shard of a split GGUF: the first shard carries the metadata
+        else:
+            raise GGUFError(str(p), "general.architecture is missing")
     ft = kv.get("general.file_type")
     file_type = FILE_TYPES.get(ft, "unknown") if isinstance(ft, int) else _guess_file_type(reader)
     return GGUFInfo(path=p, architecture=arch, file_type=file_type, parameter_count=params,

@@ -57,6 +57,27 @@ def details_of(config: dict[str, Any], parent: str = "") -> dict[str, Any]:
     }
 
 
+def link_split_shards(manifest: Manifest, paths: list[Path]) -> Path:
+    """A split GGUF is stored as one model layer per shard; llama.cpp loads the first shard and
+    finds the others by name (``…-00002-of-0000N.gguf`` beside it). Link the blobs under those
+    names in a private folder (per manifest, reused) and return the first shard's link."""
+    import os
+    import tempfile
+
+    base = Path(tempfile.gettempdir()) / f"llmcrate-shards-{os.getuid()}" / manifest.short_id
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    count = len(paths)
+    links = [base / f"model-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    for link, target in zip(links, paths):
+        if link.is_symlink() and os.readlink(link) == str(target):
+            continue
+        tmp = link.with_name(link.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+    return links[0]
+
+
 def load_model_info(store: Store, name: str | ModelName) -> ModelInfo:
     """Resolve ``name`` and read its small layers. ModelNotFound / StoreError on problems."""
     n = name if isinstance(name, ModelName) else parse_name(name)
@@ -64,9 +85,11 @@ def load_model_info(store: Store, name: str | ModelName) -> ModelInfo:
     models = m.layers_of(MEDIA_MODEL)
     if not models:
         raise StoreError(f'model "{n.display}" has no model layer')
-    model_path = store.blob_path(models[0].digest)
-    if not model_path.is_file():
-        raise StoreError(f'model "{n.display}" is incomplete: blob {models[0].digest} is missing')
+    paths = [store.blob_path(x.digest) for x in models]
+    for layer, path in zip(models, paths):
+        if not path.is_file():
+            raise StoreError(f'model "{n.display}" is incomplete: blob {layer.digest} is missing')
+    model_path = paths[0] if len(paths) == 1 else link_split_shards(m, paths)
     info = ModelInfo(name=n, manifest=m, model_path=model_path, size=m.size,
                      parent_model=models[0].from_ or "")
     for layer in m.layers:

@@ -53,8 +53,12 @@ def parse_size(text: str) -> int:
 def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
                     name: str = "tiny", n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                     n_head_kv: int = 2, context_length: int = 2048,
-                    chat_template: str | None = CHATML_TEMPLATE, add_bos: bool = False) -> Path:
-    """Write the model to ``path`` and return it. ``size`` (bytes) is a lower bound."""
+                    chat_template: str | None = CHATML_TEMPLATE, add_bos: bool = False,
+                    split_max_tensors: int = 0) -> Path:
+    """Write the model to ``path`` and return it. ``size`` (bytes) is a lower bound.
+
+    With ``split_max_tensors`` the model is written as llama.cpp split files
+    (``<stem>-00001-of-0000N.gguf`` …) and the first shard's path is returned."""
     import gguf
 
     path = Path(path)
@@ -76,7 +80,7 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
         per_ff = 4 * n_layer * 3 * n_embd
         n_ff = max(128, -(-(size - fixed) // per_ff))
 
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name(name)
     w.add_type(gguf.GGUFType.MODEL)
     w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
@@ -141,6 +145,9 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
             data[printable] *= 10.0
         w.write_tensor_data(data)
     w.close()
+    if split_max_tensors:
+        shards = sorted(path.parent.glob(f"{path.stem}-*-of-*.gguf"))
+        return shards[0] if shards else path
     return path
 
 

@@ -551,8 +551,16 @@ def normalize(vec: list[float]) -> list[float]:
 
 
 def file_size(path: Path) -> int:
+    """Bytes of a model file; for the first shard of a split GGUF, of all its shards."""
+    import re
+
     try:
-        return os.path.getsize(path)
+        m = re.match(r"^(.+)-00001-of-(\d{5})\.gguf$", path.name)
+        if not m:
+            return os.path.getsize(path)
+        count = int(m.group(2))
+        return sum(os.path.getsize(path.with_name(f"{m.group(1)}-{i:05d}-of-{count:05d}.gguf"))
+                   for i in range(1, count + 1))
     except OSError:
         return 0
 

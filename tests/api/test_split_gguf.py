@@ -49,3 +49,11 @@ def test_missing_shard_is_a_clear_error(split_dir: Path, models_dir: Path) -> No
         create_model(store, "split", parse_modelfile((split_dir / "Modelfile").read_text()),
                      base_dir=split_dir)
     assert not store.exists("split")
+
+
+def test_memory_estimate_counts_every_shard(split_dir: Path) -> None:
+    from runtime.engine import file_size
+
+    shards = sorted(split_dir.glob("big-*-of-00003.gguf"))
+    assert file_size(shards[0]) == sum(p.stat().st_size for p in shards)
+    assert file_size(shards[1]) == shards[1].stat().st_size

@@ -47,6 +47,9 @@ STALE_PARTIAL_SECONDS = 24 * 3600
 #: keep this much free beyond what a write needs
 SPACE_MARGIN = 64 << 20
 _TMP_PREFIX = ".tmp-"
+#: at the store's root (Ollama reads only manifests/ and blobs/): which local files were
+#: stored as which blob (see Store._source_digest)
+SOURCES_FILE = ".llmcrate-sources.json"
 
 
 def check_digest(digest: str) -> str:
@@ -317,6 +320,14 @@ class Store:
             st = src.stat()
         except OSError as e:
             raise StoreError(f"cannot read {src}: {e.strerror}") from e
+        known = self._source_digest(src, st)
+        if known is not None:
+            # the same file (path, inode, size, mtime) was stored before and its blob is
+            # still here: re-running create or a bundle build does not copy gigabytes again
+            logger.info("%s is already stored as %s", src, known)
+            if progress:
+                progress(st.st_size)
+            return Layer(media_type="", digest=known, size=st.st_size)
         self.check_space(st.st_size)
         fd, tmp = self._new_temp()
         try:
@@ -335,6 +346,7 @@ class Store:
                 raise StoreError(f"{src} changed while it was being copied")
             with self._lock:
                 self._install_blob(tmp, digest)
+                self._remember_source(src, st, digest)
             return Layer(media_type="", digest=digest, size=st.st_size)
         except OSError as e:
             raise _disk_error(e, self.blobs_dir) from e
@@ -342,6 +354,47 @@ class Store:
             if fd >= 0:
                 os.close(fd)
             tmp.unlink(missing_ok=True)
+
+    # A small record of which local files were stored as which blob, keyed by what changes
+    # when a file changes (path, device, inode, size, mtime), as make and rsync trust.
+    def _sources_path(self) -> Path:
+        return self.root / SOURCES_FILE
+
+    @staticmethod
+    def _source_key(src: Path, st: os.stat_result) -> str:
+        return f"{src.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+
+    def _read_sources(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._sources_path().read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _source_digest(self, src: Path, st: os.stat_result) -> str | None:
+        digest = self._read_sources().get(self._source_key(src, st))
+        if not isinstance(digest, str):
+            return None
+        try:
+            path = self.blob_path(digest)
+        except StoreError:
+            return None
+        return digest if path.is_file() and path.stat().st_size == st.st_size else None
+
+    def _remember_source(self, src: Path, st: os.stat_result, digest: str) -> None:
+        sources = {k: v for k, v in self._read_sources().items()
+                   if isinstance(v, str) and v != digest and self._blob_exists(v)}
+        sources[self._source_key(src, st)] = digest
+        try:
+            atomic_write_bytes(self._sources_path(), json.dumps(sources, indent=0).encode())
+        except OSError:  # only an optimisation
+            logger.debug("cannot record the source of %s", digest)
+
+    def _blob_exists(self, digest: str) -> bool:
+        try:
+            return self.blob_path(digest).is_file()
+        except StoreError:
+            return False
 
     def read_blob(self, digest: str) -> bytes:
         p = self.blob_path(digest)

@@ -193,3 +193,35 @@ def test_add_blob_file_copies_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
     blob = Store(tmp_path / "m").blob_path(layer.digest)
     assert blob.read_bytes() == data
     assert layer.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_the_same_file_is_not_copied_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-creating from an unchanged GGUF (create re-run, every bundle build of a Modelfile
+    model) reuses the stored blob; a changed file is copied and hashed again."""
+    import runtime.store as store_mod
+
+    copies: list[str] = []
+    real = store_mod._pipelined_copy
+
+    def counting(fin, out_fd, progress):  # a spy that still does the real work
+        copies.append(fin.name)
+        return real(fin, out_fd, progress)
+
+    monkeypatch.setattr(store_mod, "_pipelined_copy", counting)
+    src = tmp_path / "w.gguf"
+    src.write_bytes(os.urandom(1 << 20))
+    store = Store(tmp_path / "models")
+    first = store.add_blob_file(src)
+    second = store.add_blob_file(src)
+    assert second.digest == first.digest and len(copies) == 1
+    # the blob went away (deleted, gc): copy again
+    store.blob_path(first.digest).unlink()
+    assert store.add_blob_file(src).digest == first.digest and len(copies) == 2
+    assert store.blob_path(first.digest).read_bytes() == src.read_bytes()
+    # the file changed: copy again, new digest (mtime moved on explicitly: coarse clocks)
+    before = src.stat().st_mtime_ns
+    src.write_bytes(os.urandom(1 << 20))
+    os.utime(src, ns=(before + 10**9, before + 10**9))
+    third = store.add_blob_file(src)
+    assert third.digest != first.digest and len(copies) == 3
+    assert third.digest == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()

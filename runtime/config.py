@@ -110,6 +110,14 @@ def parse_host(value: str | None) -> HostAddr:
         host = h
         if p:
             port = _port(p, value)
+    elif ":" in rest:  # more than one colon: only a bare IPv6 address may look like that
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(rest)
+        except ValueError:
+            raise ConfigError("OLLAMA_HOST", f'invalid address "{value}" (use host:port, '
+                                             '[ipv6]:port or a URL)') from None
     if not host:
         host = "127.0.0.1" if ":" not in rest or rest.startswith(":") else host
     return HostAddr(scheme=scheme, host=host, port=port)

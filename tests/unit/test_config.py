@@ -48,3 +48,13 @@ def test_llmcrate_prefix_overrides_ollama() -> None:
 def test_bad_numbers_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="OLLAMA_NUM_PARALLEL"):
         load_settings({"OLLAMA_NUM_PARALLEL": "two"})
+
+
+@pytest.mark.parametrize("bad", ["bad:host:x", "host:port", "http://h:99999", "ftp://h"])
+def test_bad_host_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="OLLAMA_HOST"):
+        parse_host(bad)
+
+
+def test_bare_ipv6_host() -> None:
+    assert parse_host("::1") == HostAddr("http", "::1", 11434)

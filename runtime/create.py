@@ -53,6 +53,14 @@ class CreateRequest:
     requires: str | None = None
 
 
+def check_template(template: str | None) -> None:
+    """A TEMPLATE must parse (TemplateError with line:col) before anything is written."""
+    if template:
+        from .prompt import GoTemplate
+
+        GoTemplate.parse(template)
+
+
 def _progress(cb: Progress | None, status: str) -> None:
     if cb is not None:
         cb(status)
@@ -128,6 +136,7 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
     import json
 
     target = name if isinstance(name, ModelName) else parse_name(name)
+    check_template(req.template)
     layers: list[Layer] = []
     info: GGUFInfo | None = None
     base_config: dict[str, Any] | None = None
@@ -259,6 +268,7 @@ def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, b
         progress: called with Ollama-style status lines.
     """
     target = name if isinstance(name, ModelName) else parse_name(name)
+    check_template(modelfile.template)
     _progress(progress, "gathering model components")
     src = resolve_from(modelfile, base_dir)
     req = CreateRequest(template=modelfile.template, system=modelfile.system,

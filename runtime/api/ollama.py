@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import __version__
-from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError
+from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
 from ..names import parse_name
 from ..store import check_digest
 from .errors import ApiError, error_line, status_for, to_api_error
@@ -407,8 +407,8 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
             create_from_request(svc.store, name, req, progress=lambda s: report({"status": s}))
         except ModelNotFound as e:
             raise ApiError(404, str(e)) from None
-        except (StoreError, GGUFError) as e:   # files naming a missing blob, not a GGUF, ...
-            raise ApiError(400, str(e)) from None
+        except (StoreError, GGUFError, TemplateError) as e:  # a missing blob, not a GGUF, a
+            raise ApiError(400, str(e)) from None              # template that does not parse
         except LlmcrateError as e:
             raise ApiError(status_for(e), str(e)) from None
 

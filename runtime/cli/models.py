@@ -146,8 +146,9 @@ def create(name: str, modelfile: str) -> None:
         return
     # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
     from ..gguf_info import check_magic
-    from ..create import resolve_from
+    from ..create import check_template, resolve_from
 
+    check_template(mf.template)
     src = resolve_from(mf, base_dir)
     if src is not None:
         check_magic(src)  # a bad file fails here, before gigabytes travel

@@ -117,3 +117,14 @@ def test_from_missing_file_or_model(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match='model "nosuchmodel" not found'):
         _create(store, "x", "FROM nosuchmodel\n", tmp_path)
     assert store.list_models() == []
+
+
+def test_a_template_that_does_not_parse_is_refused_before_writing(tmp_path: Path,
+                                                                  tiny_gguf: Path) -> None:
+    from runtime.errors import TemplateError
+
+    store = Store(tmp_path / "models")
+    with pytest.raises(TemplateError, match=r"1:\d+"):
+        _create(store, "bad", f'FROM {tiny_gguf}\nTEMPLATE "{{{{ .Prompt"\n', tmp_path)
+    assert store.list_models() == []
+    assert not store.blobs_dir.exists() or list(store.blobs_dir.glob("sha256-*")) == []

@@ -58,13 +58,3 @@ def test_memory_estimate_counts_every_shard(split_dir: Path) -> None:
     assert file_size(shards[0]) == sum(p.stat().st_size for p in shards)
     assert file_size(shards[1]) == shards[1].stat().st_size
 
-
-def test_api_create_with_a_broken_template_is_400(live_server, tiny_store) -> None:
-    import httpx
-
-    url = live_server()
-    blob = tiny_store.resolve("tiny").layers_of(MEDIA_MODEL)[0].digest
-    r = httpx.post(f"{url}/api/create", json={"model": "broken", "files": {"t.gguf": blob},
-                                              "template": "{{ if .Prompt }}", "stream": False})
-    assert r.status_code == 400 and "template" in r.json()["error"]
-    assert not tiny_store.exists("broken")

@@ -178,10 +178,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def new_temp_file(directory: Path) -> tuple[int, Path]:
+    """A unique temp file in ``directory``, readable like any file this process creates
+    (0666 less the umask: 0644 usually). mkstemp's 0600 would leave blobs written by root
+    (``llmcrate pull`` as an operator) unreadable by the service's own user; Ollama's blobs
+    are 0644 too."""
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError:
+        pass
+    return fd, Path(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a unique temp file in the same folder, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    fd, tmp = new_temp_file(path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -244,8 +263,7 @@ class Store:
 
     def _new_temp(self) -> tuple[int, Path]:
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.blobs_dir)
-        return fd, Path(tmp)
+        return new_temp_file(self.blobs_dir)
 
     def _install_blob(self, tmp: Path, digest: str) -> Path:
         final = self.blobs_dir / f"sha256-{check_digest(digest)}"

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .. import __version__
 from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
 from ..names import parse_name
-from ..store import check_digest
+from ..store import check_digest, new_temp_file
 from .errors import ApiError, error_line, status_for, to_api_error
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
@@ -300,8 +299,7 @@ async def _receive_blob(svc: Service, digest: str, request: Request) -> None:
         except LlmcrateError as e:
             raise ApiError(507, str(e)) from None
     store.blobs_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store.blobs_dir)
-    tmp = Path(name)
+    fd, tmp = new_temp_file(store.blobs_dir)
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:

@@ -225,3 +225,23 @@ def test_the_same_file_is_not_copied_twice(tmp_path: Path, monkeypatch: pytest.M
     third = store.add_blob_file(src)
     assert third.digest != first.digest and len(copies) == 3
     assert third.digest == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_blobs_and_manifests_are_readable_by_other_users(tmp_path: Path) -> None:
+    """Written by root (an operator's `llmcrate pull`), read by the service's own user."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        src = tmp_path / "w.bin"
+        src.write_bytes(b"weights")
+        store = Store(tmp_path / "models")
+        cfg = store.add_blob_bytes(b"{}")
+        w = store.add_blob_file(src)
+        m = Manifest.build(config=Layer(MEDIA_CONFIG, cfg.digest, cfg.size),
+                           layers=[Layer(MEDIA_MODEL, w.digest, w.size)])
+        store.write_manifest("perm", m.raw)
+        for p in (store.blob_path(cfg.digest), store.blob_path(w.digest), store.manifest_path("perm")):
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    finally:
+        os.umask(old)

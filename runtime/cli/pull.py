@@ -23,8 +23,25 @@ _HF_PREFIXES = ("hf.co/", "huggingface.co/", "hf://")
               help="Bandwidth cap for the whole pull, e.g. 500K, 10M")
 def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
          limit_rate: str | None) -> None:
-    """Pull a model from a registry or Hugging Face"""
+    """Pull a model from a registry or Hugging Face.
+
+    Registry pulls go through the running server (as `ollama pull` does), so the model lands in
+    the store the server uses; with no server, or with --parts/--limit-rate, they run here on
+    OLLAMA_MODELS. Hugging Face pulls always run here (online host)."""
     settings = load_settings()
+    if not model.lower().startswith(_HF_PREFIXES) and not (parts or limit_rate or revision):
+        from ..client import connect
+
+        client = connect(settings)
+        if client is not None:
+            printer = StatusPrinter()
+            try:
+                for event in client.pull(model, insecure=insecure):
+                    printer(event)
+            finally:
+                printer.close()
+                client.close()
+            return
     store = Store(settings.models_dir)
     printer = StatusPrinter()
     try:

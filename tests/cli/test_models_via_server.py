@@ -49,3 +49,22 @@ def test_create_through_server_refuses_a_bad_file_before_upload(live_server: Liv
     r = _cli(live_server, tmp_path, "create", "bad", "-f", "Modelfile")
     assert r.returncode == 1 and "bad magic" in r.stderr
     assert not Store(live_server.models).exists("bad")
+
+
+def test_pull_goes_through_the_server(live_server: LiveServer, tiny_gguf: Path,
+                                      tmp_path: Path) -> None:
+    """As `ollama pull`: the model lands in the server's store, not the CLI's OLLAMA_MODELS."""
+    from tests.fakes import FakeRegistry
+
+    with FakeRegistry(tmp_path / "reg") as reg:
+        reg.add_model("library/pulled:latest", tiny_gguf)
+        name = f"{reg.host}/library/pulled:latest"
+        r = _cli(live_server, tmp_path, "pull", name, "--insecure")
+        assert r.returncode == 0, r.stderr
+        assert "success" in r.stderr + r.stdout
+        assert Store(live_server.models).exists(name)
+        assert not (tmp_path / "not-the-servers-store").exists()
+        r = _cli(live_server, tmp_path, "pull", f"{reg.host}/library/nosuch:latest", "--insecure")
+        assert r.returncode == 1 and "not found" in r.stderr
+        assert "Traceback" not in r.stderr
+    _cli(live_server, tmp_path, "rm", name)

@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="2G")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/llmcrate-bench-pull"))
+    p.add_argument("--runs", type=int, default=3, help="rounds; each row reports the median")
     p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.serve:
@@ -91,22 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         host, digest = info["host"], info["digest"]
         url = f"http://{host}/v2/library/big/blobs/{digest}"
         name = f"{host}/library/big:latest"
-        results: dict[str, tuple[float, int]] = {}
+        rounds: dict[str, list[tuple[float, int]]] = {}
 
-        out = work / "curl.out"
-        for _ in range(2):  # first run warms the page cache of the source file
-            out.unlink(missing_ok=True)
-            t, code, rss = run_timed(["curl", "-s", "-f", "-o", str(out), url])
-            assert code == 0, "curl failed"
-        results["curl -o"] = (t, rss)
-        t0 = time.perf_counter()
-        subprocess.run(["sync", str(out)], check=True)  # durable on disk, as a pull leaves it
-        results["curl -o + sync FILE"] = (t + time.perf_counter() - t0, rss)
-        t0 = time.perf_counter()
-        subprocess.run(["sha256sum", str(out)], check=True, stdout=subprocess.DEVNULL)
-        results["curl -o + sync + sha256sum"] = (results["curl -o + sync FILE"][0]
-                                                 + time.perf_counter() - t0, rss)
-        out.unlink()
+        def record(label: str, t: float, rss: int) -> None:
+            rounds.setdefault(label, []).append((t, rss))
 
         def pull(parts: int | None) -> tuple[float, int]:
             models = work / "models"
@@ -114,12 +104,31 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "OLLAMA_MODELS": str(models), "OLLAMA_HOST": "127.0.0.1:9"}
             if parts:
                 env["LLMCRATE_PULL_PARTS"] = str(parts)
+            subprocess.run(["sync"], check=True)
             t, code, rss = run_timed([sys.executable, "-m", "runtime.cli", "pull", name, "--insecure"], env)
             assert code == 0, "pull failed"
             return t, rss
 
-        results["llmcrate pull (16 parts)"] = pull(None)
-        results["llmcrate pull (1 part)"] = pull(1)
+        out = work / "curl.out"
+        for r in range(a.runs):  # rounds alternate the commands, so load drifts hit them alike
+            for _ in range(2 if r == 0 else 1):  # the very first run warms the source's page cache
+                out.unlink(missing_ok=True)
+                subprocess.run(["sync"], check=True)
+                t, code, rss = run_timed(["curl", "-s", "-f", "-o", str(out), url])
+                assert code == 0, "curl failed"
+            record("curl -o", t, rss)
+            t0 = time.perf_counter()
+            subprocess.run(["sync", str(out)], check=True)  # durable on disk, as a pull leaves it
+            t_sync = t + time.perf_counter() - t0
+            record("curl -o + sync FILE", t_sync, rss)
+            t0 = time.perf_counter()
+            subprocess.run(["sha256sum", str(out)], check=True, stdout=subprocess.DEVNULL)
+            record("curl -o + sync + sha256sum", t_sync + time.perf_counter() - t0, rss)
+            out.unlink()
+            record("llmcrate pull (default: up to 16 parts)", *pull(None))
+            record("llmcrate pull (1 part)", *pull(1))
+        results = {label: (statistics.median(x[0] for x in v), max(x[1] for x in v))
+                   for label, v in rounds.items()}
 
         # resume after a kill half-way
         models = work / "models"
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     curl = results["curl -o"][0]
     print(f"pull vs curl: {size / 1e9:.2f} GB blob over loopback, "
-          f"{platform.machine()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+          f"{platform.machine()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"median of {a.runs} rounds, load average {os.getloadavg()[0]:.2f}")
     print(f"| command | seconds | GB/s | ratio to curl -o | peak RSS MiB |")
     print(f"|---|---|---|---|---|")
     for label, (t, rss) in results.items():

@@ -232,6 +232,62 @@ class RateLimiter:
             time.sleep(delay)
 
 
+class _PartQueue:
+    """Pending parts handed out in file order, so the in-order hasher keeps up."""
+
+    def __init__(self, parts: list[Part]) -> None:
+        self._items = list(enumerate(parts))
+        self._lock = threading.Lock()
+
+    def next(self) -> tuple[Part, int] | None:
+        with self._lock:
+            if not self._items:
+                return None
+            n, part = self._items.pop(0)
+            return part, n
+
+
+class ConnectionRamp:
+    """How many connections a blob gets: start with one and add one each ``interval`` while
+    the last addition brought at least ``gain`` of what an average connection carries (a CDN
+    that throttles each connection: up to ``limit``, Ollama's 16); stop adding once it did
+    not (a LAN mirror or loopback, where more connections only compete for the CPU)."""
+
+    def __init__(self, *, limit: int, interval: float = 1.0, gain: float = 0.5) -> None:
+        self.limit = limit
+        self.interval = interval
+        self.gain = gain
+        self.workers = 1
+        self._mark: tuple[float, int] | None = None
+        self._last: tuple[int, float] | None = None  # (workers, rate) of the last interval
+        self._frozen = limit <= 1
+
+    def observe(self, now: float, completed: int) -> bool:
+        """Feed the clock and the bytes done so far; True means: start one more connection."""
+        if self._frozen:
+            return False
+        if self._mark is None:
+            self._mark = (now, completed)
+            return False
+        t0, c0 = self._mark
+        if now - t0 < self.interval:
+            return False
+        rate = (completed - c0) / (now - t0)
+        self._mark = (now, completed)
+        if self._last is not None:
+            n, last_rate = self._last
+            per_connection = last_rate / n
+            if rate - last_rate < self.gain * per_connection:
+                self._frozen = True  # the last connection did not pay: keep what we have
+                return False
+        self._last = (self.workers, rate)
+        if self.workers >= self.limit:
+            self._frozen = True
+            return False
+        self.workers += 1
+        return True
+
+
 class BlobDownload:
     """Download one blob of known digest and size into ``partial``; see the module docstring."""
 
@@ -337,10 +393,13 @@ class BlobDownload:
         error: BaseException | None = None
         try:
             if pending:
-                workers = min(self.settings.max_parts, len(pending))
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-                    futures = [pool.submit(self._fetch_part, p, i) for i, p in enumerate(pending)]
-                    error = self._supervise(futures, spath, on_progress)
+                limit = min(self.settings.max_parts, len(pending))
+                with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="pull") as pool:
+                    work = _PartQueue(pending)
+                    ramp = ConnectionRamp(limit=limit)
+                    futures = [pool.submit(self._worker, work)]
+                    error = self._supervise(futures, spath, on_progress,
+                                            more=lambda: pool.submit(self._worker, work), ramp=ramp)
         except BaseException as e:  # KeyboardInterrupt included: save what we have first
             self._cancel.set()
             error = e
@@ -356,8 +415,18 @@ class BlobDownload:
         os.fsync(self._fd)
         return digest
 
+    def _worker(self, work: _PartQueue) -> None:
+        """Fetch parts in order until none is left (several workers share one queue)."""
+        while not self._cancel.is_set():
+            item = work.next()
+            if item is None:
+                return
+            self._fetch_part(*item)
+
     def _supervise(self, futures: list[Future[None]], spath: Path,
-                   on_progress: Callable[[int, int], None] | None) -> BaseException | None:
+                   on_progress: Callable[[int, int], None] | None, *,
+                   more: Callable[[], Future[None]] | None = None,
+                   ramp: ConnectionRamp | None = None) -> BaseException | None:
         last_save = time.monotonic()
         not_done = set(futures)
         try:
@@ -371,6 +440,9 @@ class BlobDownload:
                             other.cancel()
                         wait(not_done)
                         return exc
+                if more is not None and ramp is not None and not_done and \
+                        ramp.observe(time.monotonic(), self.completed):
+                    not_done.add(more())
                 if on_progress:
                     on_progress(self.completed, self.total)
                 if time.monotonic() - last_save >= self.settings.state_interval:

@@ -300,3 +300,27 @@ def test_full_disk_is_refused_before_downloading(store, registry, small_gguf, fa
         pull_model(store, f"{registry.host}/library/small:latest", insecure=True, settings=fast)
     assert registry.bytes_served(model.model_digest) == 0
     assert store.list_models() == []
+
+
+def test_connection_ramp_adds_connections_only_while_they_pay():
+    from runtime.download import ConnectionRamp
+
+    # a CDN capping each connection at 10 MB/s: every new connection adds 10 MB/s
+    ramp, t, done, added = ConnectionRamp(limit=16), 0.0, 0, 0
+    ramp.observe(t, done)
+    for _ in range(30):
+        t += 1.0
+        done += int(10e6 * ramp.workers)
+        added += ramp.observe(t, done)
+    assert ramp.workers == 16 and added == 15
+
+    # loopback / a LAN mirror: the CPU is the limit, a second connection gains nothing
+    ramp, t, done = ConnectionRamp(limit=16), 0.0, 0
+    ramp.observe(t, done)
+    for _ in range(30):
+        t += 1.0
+        done += int(900e6)
+        ramp.observe(t, done)
+    assert ramp.workers == 2
+
+    assert not ConnectionRamp(limit=1).observe(5.0, 100)

@@ -324,3 +324,20 @@ def test_connection_ramp_adds_connections_only_while_they_pay():
     assert ramp.workers == 2
 
     assert not ConnectionRamp(limit=1).observe(5.0, 100)
+
+
+def test_connections_ramp_up_against_a_per_connection_throttle(store, registry, small_gguf):
+    """A CDN that caps each connection (here 0.5 MB/s): the pull adds connections as they pay,
+    so it finishes far sooner than one connection could (about 3 s instead of 6)."""
+    model = _publish(registry, small_gguf)
+    registry.faults.slow = 500_000
+    settings = PullSettings(min_part_size=300_000, max_parts=10, retries=3, backoff=0.01,
+                            stall_timeout=5.0, connect_timeout=2.0)
+    name = f"{registry.host}/library/small:latest"
+    size = small_gguf.stat().st_size
+    t0 = time.monotonic()
+    pull_model(store, name, insecure=True, settings=settings)
+    elapsed = time.monotonic() - t0
+    _assert_complete(store, registry, model, name)
+    single = size / 500_000
+    assert elapsed < 0.75 * single, f"{elapsed:.1f} s: no faster than one connection ({single:.1f} s)"

@@ -7,9 +7,10 @@ format, loading, prompt building) before returning; what follows is a stream of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from ..engine import Chunk
 from ..errors import LlmcrateError
@@ -115,7 +116,7 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
         svc.release(prepared)
         return Instant("load")
     think = _think(info, body.think, structured=grammar is not None) if not body.raw else None
-    try:
+    with _released_on_error(svc, prepared):
         engine = prepared.lease.engine
         if body.raw:
             text = body.prompt
@@ -128,16 +129,28 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
         if body.context:
             tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
             prompt = list(body.context) + list(tail)
+    return _run(svc, prepared, prompt, text=text, grammar=grammar, think=think, tools=None)
+
+
+@contextlib.contextmanager
+def _released_on_error(svc: Service, prepared: Prepared) -> Iterator[None]:
+    """Preparing a prompt failed: give the engine back before the error answers the request."""
+    try:
+        yield
     except LlmcrateError as e:
         svc.release(prepared)
         raise _wrap(e) from None
     except BaseException:
         svc.release(prepared)
         raise
+
+
+def _run(svc: Service, prepared: Prepared, prompt: str | list[int], *, text: str,
+         grammar: str | None, think: Any, tools: ToolCalls | None) -> Run:
     cancel = threading.Event()
     stream = svc.stream(prepared, prompt, grammar=grammar, cancel=cancel)
     thinking = ThinkingParser(prompt=text) if think else None
-    return Run(prepared=prepared, pieces=_pieces(stream, thinking, None), cancel=cancel)
+    return Run(prepared=prepared, pieces=_pieces(stream, thinking, tools), cancel=cancel)
 
 
 def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
@@ -203,23 +216,14 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
         svc.release(prepared)
         return Instant("load")
     engine = prepared.lease.engine
-    try:
+    with _released_on_error(svc, prepared):
         msgs = _message_dicts(body)
         think = _think(info, body.think, structured=grammar is not None)
         text = await _on_engine(prepared, lambda: build_chat_prompt(
             info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
             think=think))
         tools = ToolCalls(info, body.tools) if body.tools else None
-    except LlmcrateError as e:
-        svc.release(prepared)
-        raise _wrap(e) from None
-    except BaseException:
-        svc.release(prepared)
-        raise
-    cancel = threading.Event()
-    stream = svc.stream(prepared, text, grammar=grammar, cancel=cancel)
-    thinking = ThinkingParser(prompt=text) if think else None
-    return Run(prepared=prepared, pieces=_pieces(stream, thinking, tools), cancel=cancel)
+    return _run(svc, prepared, text, text=text, grammar=grammar, think=think, tools=tools)
 
 
 @dataclass

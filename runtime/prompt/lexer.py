@@ -8,6 +8,11 @@ action becomes a list of :class:`Token` ending in ``RDELIM``. Positions are ``li
 from __future__ import annotations
 
 from dataclasses import dataclass
+import sys
+
+# slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
+# host may run 3.9 (RHEL 9, Debian 11)
+_slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass
 
 from ..errors import TemplateError
 
@@ -42,7 +47,7 @@ _IDENT_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDENT_CHARS = _IDENT_START | set("0123456789")
 
 
-@dataclass(slots=True)
+@_slotted
 class Token:
     kind: str
     value: str

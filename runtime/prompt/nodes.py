@@ -2,60 +2,65 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import sys
+
+# slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
+# host may run 3.9 (RHEL 9, Debian 11)
+_slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass
 from typing import Any, Union
 
 
-@dataclass(slots=True)
+@_slotted
 class Text:
     text: str
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class FieldRef:                 # .A.B
     idents: tuple[str, ...]
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class VarRef:                   # $x.A.B  ($ alone: name "$")
     name: str
     idents: tuple[str, ...]
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Dot:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Literal:                  # string, number, bool, nil
     value: Any
     pos: int
     is_nil: bool = False
 
 
-@dataclass(slots=True)
+@_slotted
 class Ident:                    # function name
     name: str
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Chain:                    # (pipeline).A.B
     node: "Operand"
     idents: tuple[str, ...]
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Command:
     args: list["Operand"]
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Pipeline:
     decl: list[str]             # variable names declared or assigned
     is_assign: bool
@@ -63,13 +68,13 @@ class Pipeline:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Action:
     pipe: Pipeline
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class If:
     pipe: Pipeline
     body: list["Node"]
@@ -77,7 +82,7 @@ class If:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class With:
     pipe: Pipeline
     body: list["Node"]
@@ -85,7 +90,7 @@ class With:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Range:
     pipe: Pipeline
     body: list["Node"]
@@ -93,24 +98,24 @@ class Range:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Break:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Continue:
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class TemplateCall:             # {{template "name" pipeline}}
     name: str
     pipe: Pipeline | None
     pos: int
 
 
-@dataclass(slots=True)
+@_slotted
 class Tree:
     name: str
     body: list["Node"] = field(default_factory=list)

@@ -6,7 +6,7 @@ import sys
 
 # slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
 # host may run 3.9 (RHEL 9, Debian 11)
-_slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass
+_slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass  # novermin
 from typing import Any, Union
 
 

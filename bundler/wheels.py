@@ -48,6 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 CUDA_LIB_WHEELS = {"12": ["nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"],
                    "13": ["nvidia-cuda-runtime", "nvidia-cublas"]}
 _LIB = re.compile(r"\.so(\.\d+)*$")
+#: wheel members that make a runtime: llama_cpp's own libraries and ggml's loadable backends
+_RUNTIME_MEMBERS = re.compile(r"^(llama_cpp/lib/|bin/libggml-[^/]+\.so$)")
 _LICENSE = re.compile(r"(^|/)(LICEN[CS]E|COPYING|NOTICE|AUTHORS)[^/]*$", re.I)
 
 
@@ -384,16 +386,23 @@ def _zip_libs(wheel: Path, prefix_re: re.Pattern[str]) -> list[LibFile]:
 def runtime_libs(rt: RuntimeSpec, wheel: Path | None) -> list[LibFile]:
     """The llama.cpp shared libraries of one runtime (``libllama.so``, ``libggml*.so``, ``libmtmd.so``)."""
     if wheel is not None:
-        libs = _zip_libs(wheel, re.compile(r"^llama_cpp/lib/"))
+        # a GGML_BACKEND_DL build (the portable cpu runtime, GPU builds with it) installs each
+        # backend as bin/libggml-<name>.so beside the package: start.sh loads them from the
+        # runtime folder (runtime.hardware.load_ggml_backends), so they travel with it
+        libs = _zip_libs(wheel, _RUNTIME_MEMBERS)
     else:
         try:
             import llama_cpp
         except ImportError as e:
             raise BundleError(f"runtimes.{rt.name}: 'installed: true' needs llama-cpp-python in "
                               f"{sys.executable}") from e
-        lib = Path(llama_cpp.__file__).parent / "lib"
+        pkg = Path(llama_cpp.__file__).parent
+        found = sorted(p for p in (pkg / "lib").iterdir() if p.is_file() and _LIB.search(p.name))
+        backends = pkg.parent / "bin"
+        if backends.is_dir():
+            found += sorted(backends.glob("libggml-*.so"))
         libs = [LibFile(p.name, p.stat().st_size, lambda p=p: open(p, "rb"))  # type: ignore[misc]
-                for p in sorted(lib.iterdir()) if p.is_file() and _LIB.search(p.name)]
+                for p in found]
     names = {f.name for f in libs}
     if "libllama.so" not in names:
         raise BundleError(f"runtimes.{rt.name}: no libllama.so in {wheel or 'the installed llama_cpp'}")

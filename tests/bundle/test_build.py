@@ -220,3 +220,23 @@ def test_cpu_wheel_must_install_on_every_target_python(built: Built, tmp_path: P
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(BundleError, match=r"runtimes.cpu: .* does not install on Python 3\.\d+"):
         build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "x.tar")
+
+
+def test_a_backend_dl_wheel_brings_its_cpu_variants(tmp_path):
+    """A GGML_BACKEND_DL build (the portable cpu runtime) keeps each CPU variant in
+    bin/libggml-cpu-<arch>.so: without them the runtime has no backend at all."""
+    import zipfile
+
+    from bundler.spec import RuntimeSpec
+    from bundler.wheels import runtime_libs
+
+    wheel = tmp_path / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name in ("llama_cpp/lib/libllama.so", "llama_cpp/lib/libggml.so",
+                     "llama_cpp/lib/libggml-base.so", "bin/libggml-cpu-haswell.so",
+                     "bin/libggml-cpu-x64.so", "bin/llama-cli", "lib/libllama-common.so",
+                     "llama_cpp/__init__.py"):
+            zf.writestr(name, b"\x7fELF" + name.encode())
+    names = [f.name for f in runtime_libs(RuntimeSpec("cpu", "wheel", wheel=wheel), wheel)]
+    assert names == ["libggml-base.so", "libggml-cpu-haswell.so", "libggml-cpu-x64.so",
+                     "libggml.so", "libllama.so"]

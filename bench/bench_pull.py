@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pull vs curl: {size / 1e9:.2f} GB blob over loopback, "
           f"{platform.machine()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
           f"median of {a.runs} rounds, load average {os.getloadavg()[0]:.2f}")
-    print(f"| command | seconds | GB/s | ratio to curl -o | peak RSS MiB |")
-    print(f"|---|---|---|---|---|")
+    print("| command | seconds | GB/s | ratio to curl -o | peak RSS MiB |")
+    print("|---|---|---|---|---|")
     for label, (t, rss) in results.items():
         print(f"| {label} | {t:.2f} | {size / t / 1e9:.2f} | {t / curl:.2f} | {rss} |")
     again = first + second - size

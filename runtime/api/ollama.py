@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request, Response

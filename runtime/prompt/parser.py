@@ -193,7 +193,7 @@ class Parser:
             self.expect(L.RDELIM, "else")
             else_body, end = self._item_list()
             if end.kind == "else":
-                raise self.error(f"expected end; found {{{{else}}}}", end.pos)
+                raise self.error("expected end; found {{else}}", end.pos)
         if end.kind != "end":
             raise self.error(f"unexpected {_marker_text(end)}", end.pos)
         del self.vars[mark:]

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request, Response
@@ -386,6 +387,8 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
     _check_name(name)
     if body.quantize:
         raise ApiError(400, "quantization is not supported by llmcrate; quantize before bundling")
+    if body.modelfile and not body.from_ and not body.files:
+        _apply_legacy_modelfile(body, svc)
     if not body.from_ and not body.files:
         raise ApiError(400, "neither 'from' or 'files' was specified")
     try:
@@ -410,6 +413,39 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
             raise ApiError(status_for(e), str(e)) from None
 
     return job
+
+
+def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
+    """The pre-0.5 form of /api/create, still sent by older clients and scripts:
+    ``{"name": ..., "modelfile": "FROM ...\nSYSTEM ..."}``. FROM names a model, a blob
+    (``@sha256:<hex>``, as old clients wrote after uploading) or a blob file of this very store
+    (what ``show --modelfile`` prints); fields given beside the Modelfile win over it."""
+    from ..modelfile import parse_modelfile
+
+    try:
+        mf = parse_modelfile(body.modelfile or "")
+    except LlmcrateError as e:
+        raise ApiError(400, str(e)) from None
+    src = (mf.from_ or "").strip()
+    if not src:
+        raise ApiError(400, "Modelfile: no FROM line")
+    blob = src.lstrip("@")
+    name = Path(blob).name
+    if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
+            "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
+        body.files = {"model.gguf": "sha256:" + name[7:]}
+    elif src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
+        raise ApiError(400, f"FROM {src}: the server does not read files by path; upload the "
+                            "file with POST /api/blobs/<digest> and name it in 'files'")
+    else:
+        body.from_ = src
+    body.template = body.template if body.template is not None else mf.template
+    body.system = body.system if body.system is not None else mf.system
+    body.parameters = {**(mf.parameters or {}), **(body.parameters or {})} or None
+    if body.license is None and mf.licenses:
+        body.license = list(mf.licenses)
+    if body.messages is None and mf.messages:
+        body.messages = list(mf.messages)
 
 
 def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:

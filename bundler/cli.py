@@ -30,11 +30,18 @@ def build(spec_file: Path, output: Path | None, compress: str, split: str | None
     from .pack import build_bundle, parse_size
     from .spec import load_spec
 
+    from runtime.progress import StatusPrinter
+
     spec = load_spec(spec_file)
     store = Store(load_settings().models_dir)
-    result = build_bundle(spec, store=store, out=output, compression=compress,  # type: ignore[arg-type]
-                          split=parse_size(split) if split else None, rehash=not trust_store,
-                          progress=lambda s: click.echo(s, err=True))
+    bar = StatusPrinter()  # a progress bar on a terminal; quiet in logs
+    try:
+        result = build_bundle(spec, store=store, out=output, compression=compress,  # type: ignore[arg-type]
+                              split=parse_size(split) if split else None, rehash=not trust_store,
+                              progress=lambda s: click.echo(s, err=True),
+                              events=bar if bar.bars_on else None)
+    finally:
+        bar.close()
     total = sum(p.stat().st_size for p in result.paths)
     for p in result.paths:
         click.echo(str(p))

@@ -336,6 +336,8 @@ class TarStreamer:
         self._header(f"{self.top}/{entry.arcname}", entry.size, entry.mode, tarfile.REGTYPE)
         if entry.check and not self.rehash and self.sink.fileno() is not None:
             self._copy_in_kernel(entry)
+            if progress:
+                progress(entry.size)
             return
         h = hashlib.sha256()
         left = entry.size
@@ -425,7 +427,8 @@ def output_path(spec: BundleSpec, out: Path | None, compression: Compression) ->
 
 def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
                  compression: Compression = "none", split: int | None = None, rehash: bool = True,
-                 progress: Callable[[str], None] | None = None) -> BuildResult:
+                 progress: Callable[[str], None] | None = None,
+                 events: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
     """Build the bundle ``spec`` describes; returns the written file(s) and bundle.json.
 
     Args:
@@ -438,6 +441,8 @@ def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
             trusts the store (blobs were verified when they entered it) and lets the kernel copy
             them, which is as fast as ``tar -cf``; the target's verify still checks every byte.
         progress: receives one-line status messages.
+        events: receives byte progress while the tar is written, as ``/api/pull``-style dicts
+            (``status``, ``digest``, ``total``, ``completed``) for a progress bar.
     """
     say = progress or (lambda _s: None)
     final = output_path(spec, out, compression)
@@ -453,8 +458,17 @@ def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
             tw = TarStreamer(sink, top=spec.top, mtime=spec.created, rehash=rehash)
             meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n"
             tw.add(_bytes_entry(BUNDLE_JSON, meta_bytes))
+            total, done = sum(e.size for e in entries), 0
+
+            def bump(n: int) -> None:
+                nonlocal done
+                done += n
+                if events:
+                    events({"status": f"writing {final.name}", "digest": final.name,
+                            "total": total, "completed": done})
+
             for e in entries:
-                tw.add(e)
+                tw.add(e, progress=bump)
             tw.close()
             paths = sink.finish()
         except BaseException:

@@ -240,3 +240,21 @@ def test_a_backend_dl_wheel_brings_its_cpu_variants(tmp_path):
     names = [f.name for f in runtime_libs(RuntimeSpec("cpu", "wheel", wheel=wheel), wheel)]
     assert names == ["libggml-base.so", "libggml-cpu-haswell.so", "libggml-cpu-x64.so",
                      "libggml.so", "libllama.so"]
+
+
+def test_build_reports_byte_progress(tmp_path, fake_registry, monkeypatch):
+    """`bundle build` draws a progress bar from these events while the tar is written."""
+    from bundler.pack import build_bundle
+    from bundler.spec import load_spec
+    from runtime.store import Store
+    from tests.bundle.conftest import write_demo_spec
+
+    monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
+    spec = write_demo_spec(tmp_path / "spec", fake_registry.host)
+    events: list[dict] = []
+    build_bundle(load_spec(spec, env={}), store=Store(tmp_path / "store"), out=tmp_path / "o.tar",
+                 events=events.append)
+    assert events, "no progress events"
+    done = [e["completed"] for e in events]
+    assert done == sorted(done) and done[-1] == events[-1]["total"] > 100_000
+    assert {e["digest"] for e in events} == {"o.tar"}

@@ -106,15 +106,10 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if not body.raw:
         check_capabilities(info, body.model, kind="generate", suffix=bool(body.suffix),
                            think=body.think, images=bool(body.images))
-    try:
-        options = svc.options(info, body.options)
-    except LlmcrateError as e:
-        raise _wrap(e) from None
-    grammar = grammar_for(body.format)
-    prepared = await _lease(svc, info, options, body.keep_alive, started)
-    if not body.prompt:
-        svc.release(prepared)
-        return Instant("load")
+    leased = await _lease_for(svc, info, body, started=started, load_only=not body.prompt)
+    if isinstance(leased, Instant):
+        return leased
+    prepared, grammar = leased
     think = _think(info, body.think, structured=grammar is not None) if not body.raw else None
     with _released_on_error(svc, prepared):
         engine = prepared.lease.engine
@@ -130,6 +125,22 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
             tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
             prompt = list(body.context) + list(tail)
     return _run(svc, prepared, prompt, text=text, grammar=grammar, think=think, tools=None)
+
+
+async def _lease_for(svc: Service, info: ModelInfo, body: GenerateBody | ChatBody, *,
+                     started: int, load_only: bool) -> tuple[Prepared, str | None] | Instant:
+    """Options, format grammar and an engine for a generate or chat request; a request with
+    nothing to generate only loads the model (Ollama's empty prompt / messages)."""
+    try:
+        options = svc.options(info, body.options)
+    except LlmcrateError as e:
+        raise _wrap(e) from None
+    grammar = grammar_for(body.format)
+    prepared = await _lease(svc, info, options, body.keep_alive, started)
+    if load_only:
+        svc.release(prepared)
+        return Instant("load")
+    return prepared, grammar
 
 
 @contextlib.contextmanager
@@ -206,15 +217,10 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
         return Instant("unload")
     check_capabilities(info, body.model, kind="chat", tools=bool(body.tools),
                        think=body.think, images=any(m.images for m in body.messages))
-    try:
-        options = svc.options(info, body.options)
-    except LlmcrateError as e:
-        raise _wrap(e) from None
-    grammar = grammar_for(body.format)
-    prepared = await _lease(svc, info, options, body.keep_alive, started)
-    if not body.messages:
-        svc.release(prepared)
-        return Instant("load")
+    leased = await _lease_for(svc, info, body, started=started, load_only=not body.messages)
+    if isinstance(leased, Instant):
+        return leased
+    prepared, grammar = leased
     engine = prepared.lease.engine
     with _released_on_error(svc, prepared):
         msgs = _message_dicts(body)

@@ -141,10 +141,7 @@ def router(svc: Service) -> APIRouter:
         from ..show import show_model
 
         body = await read_body(request, NameBody)
-        name = body.target
-        if not name:
-            raise ApiError(400, "model is required")
-        _check_name(name)
+        name = _required_name(body.target)
         try:
             out = await asyncio.to_thread(show_model, svc.store, name, verbose=body.verbose)
         except ModelNotFound:
@@ -205,10 +202,7 @@ def router(svc: Service) -> APIRouter:
     @r.post("/api/pull")
     async def pull(request: Request) -> Response:
         body = await read_body(request, NameBody)
-        name = body.target
-        if not name:
-            raise ApiError(400, "model is required")
-        _check_name(name)
+        name = _required_name(body.target)
         work = _pull_job(svc, name, insecure=body.insecure)
         return await _progress_answer(work, stream=body.stream is not False)
 
@@ -275,11 +269,15 @@ async def _answer(request: Request, run: Run, obj: Callable[[Piece], dict[str, A
     return StreamingResponse(body(), media_type=NDJSON)
 
 
-def _check_name(name: str) -> None:
+def _required_name(name: str) -> str:
+    """The request's model name: 400 when it is missing or breaks the naming rules."""
+    if not name:
+        raise ApiError(400, "model is required")
     try:
         parse_name(name)
     except LlmcrateError as e:
         raise ApiError(400, str(e)) from None
+    return name
 
 
 def _digest(digest: str) -> None:
@@ -381,10 +379,7 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
     from ..create import CreateRequest, create_from_request
     from ..options import coerce_options
 
-    name = body.model or body.name
-    if not name:
-        raise ApiError(400, "model is required")
-    _check_name(name)
+    name = _required_name(body.model or body.name)
     if body.quantize:
         raise ApiError(400, "quantization is not supported by llmcrate; quantize before bundling")
     if body.modelfile and not body.from_ and not body.files:

@@ -383,36 +383,36 @@ class Store:
         return f"{src.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
 
     def _read_sources(self) -> dict[str, str]:
+        """The record, keeping only entries that name a well-formed digest."""
         try:
             data = json.loads(self._sources_path().read_text())
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        out = {}
+        for key, digest in data.items():
+            try:
+                check_digest(str(digest))
+            except StoreError:
+                continue
+            out[str(key)] = str(digest)
+        return out
 
     def _source_digest(self, src: Path, st: os.stat_result) -> str | None:
         digest = self._read_sources().get(self._source_key(src, st))
-        if not isinstance(digest, str):
+        if digest is None or not self.has_blob(digest):
             return None
-        try:
-            path = self.blob_path(digest)
-        except StoreError:
-            return None
-        return digest if path.is_file() and path.stat().st_size == st.st_size else None
+        return digest if self.blob_path(digest).stat().st_size == st.st_size else None
 
     def _remember_source(self, src: Path, st: os.stat_result, digest: str) -> None:
         sources = {k: v for k, v in self._read_sources().items()
-                   if isinstance(v, str) and v != digest and self._blob_exists(v)}
+                   if v != digest and self.has_blob(v)}
         sources[self._source_key(src, st)] = digest
         try:
             atomic_write_bytes(self._sources_path(), json.dumps(sources, indent=0).encode())
         except OSError:  # only an optimisation
             logger.debug("cannot record the source of %s", digest)
-
-    def _blob_exists(self, digest: str) -> bool:
-        try:
-            return self.blob_path(digest).is_file()
-        except StoreError:
-            return False
 
     def read_blob(self, digest: str) -> bytes:
         p = self.blob_path(digest)
@@ -649,7 +649,3 @@ def _disk_error(e: OSError, where: Path) -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientSpace(str(where), 0, shutil.disk_usage(where).free)
     return StoreError(f"cannot write to {where}: {e.strerror or e}")
-
-
-def open_blob(store: Store, digest: str) -> BinaryIO:
-    return open(store.blob_path(digest), "rb")

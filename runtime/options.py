@@ -295,3 +295,31 @@ def _go_float(value: float) -> str:
         return f"{sign}{digits}{'0' * (point - len(digits))}"
     return f"{sign}{digits[:point]}.{digits[point:]}"
 
+
+
+#: Bounds on load options, checked before they reach llama.cpp, where a bad value aborts the
+#: process (``num_thread: 100000`` ran the thread pool out of resources).
+def _max_threads() -> int:
+    import os
+
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_runner_options(options: Mapping[str, Any]) -> None:
+    """OptionError (HTTP 400) naming the first load option out of range."""
+    def get(name: str) -> int | None:
+        value = options.get(name)
+        return None if value is None else int(value)
+
+    checks = (
+        ("num_thread", 0, _max_threads()),
+        ("num_ctx", 0, 1 << 24),
+        ("num_batch", 0, 1 << 20),
+        ("num_gpu", -1, 1 << 16),
+        ("main_gpu", 0, 63),
+    )
+    for name, low, high in checks:
+        value = get(name)
+        if value is not None and not low <= value <= high:
+            raise OptionError(name, f"invalid option {name}={value}: must be between {low} and "
+                                    f"{high}")

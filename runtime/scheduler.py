@@ -7,11 +7,14 @@ Semantics follow Ollama's server/sched.go:
   ``math.inf`` (any negative duration) never unloads.
 - At most ``OLLAMA_MAX_LOADED_MODELS`` runners are loaded; to load one more, the least
   recently used idle runner is unloaded (or the request waits until one is idle).
-- Each runner serves ``OLLAMA_NUM_PARALLEL`` requests at once, each on its own context
-  (:class:`~runtime.engine.Engine`) over the same mapped file; further requests wait.
+- Each runner is one process (:class:`~runtime.runner.process.RunnerProcess`) holding the model
+  once and serving ``OLLAMA_NUM_PARALLEL`` requests at once, batched in one context; further
+  requests wait. A runner that dies fails only its own requests, leaves ``/api/ps`` at once,
+  and the next request starts a fresh one.
 - At most ``OLLAMA_MAX_QUEUE`` requests wait in all; beyond that :class:`ServerBusy`.
-- Loading happens in worker threads, so it never blocks requests to other models, and a
-  load that fails is reported to the requests waiting for it while the server stays up.
+- Loading happens in worker threads (starting a process and waiting for its model), so it
+  never blocks requests to other models, and a load that fails is reported to the requests
+  waiting for it while the server stays up.
 
 All state lives on the event loop thread and is changed without awaiting in between, so
 no lock is needed; waiters park on futures and re-check when anything changes.
@@ -19,17 +22,33 @@ no lock is needed; waiters park on futures and re-check when anything changes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Settings
-from .engine import Engine, LoadOptions, file_size, supports_gpu_offload
+from .engine import LoadOptions, check_memory, file_size
 from .errors import EngineError, LlmcrateError, ServerBusy
+from .runner.process import RunnerProcess
+
+#: Starts a runner for these load options with this many parallel sequences.
+Loader = Callable[[LoadOptions, int], RunnerProcess]
+
+
+def start_runner(options: LoadOptions, n_seq: int, *, timeout: float | None = None,
+                 name: str = "") -> RunnerProcess:
+    """The default loader: refuse what cannot fit in memory (as Ollama does), then start a
+    runner process and wait for its model."""
+    runtime = os.environ.get("LLMCRATE_ACTIVE_RUNTIME", "cpu")
+    if options.n_gpu_layers == 0 or not runtime.startswith(("cuda", "rocm")):
+        check_memory(options, n_seq=n_seq)
+    return RunnerProcess.start(options, n_seq=n_seq, timeout=timeout, name=name)
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +72,10 @@ class ModelRef:
 
 @dataclass
 class Runner:
-    """One loaded model: up to ``num_parallel`` engines over the same file."""
+    """One loaded model: a runner process serving up to ``max_slots`` requests at once."""
 
     ref: ModelRef
-    engines: list[Engine] = field(default_factory=list)
-    free: list[Engine] = field(default_factory=list)
+    process: RunnerProcess | None = None
     loading: int = 0
     active: int = 0
     max_slots: int = 1
@@ -71,19 +89,20 @@ class Runner:
 
     @property
     def loaded(self) -> bool:
-        return bool(self.engines)
+        return self.process is not None
 
     @property
     def size(self) -> int:
-        return file_size(self.ref.load.model_path) + sum(e.memory_size for e in self.engines)
+        kv = self.process.memory_size if self.process is not None else 0
+        return file_size(self.ref.load.model_path) + kv
 
 
 @dataclass
 class Lease:
-    """The right to use one engine until :meth:`Scheduler.release`."""
+    """The right to run one request on a runner until :meth:`Scheduler.release`."""
 
     runner: Runner
-    engine: Engine
+    engine: RunnerProcess
     released: bool = False
 
 
@@ -121,12 +140,12 @@ def _close_late(fut: Any) -> None:
 
 
 class Scheduler:
-    """Loads, shares and unloads engines. Use from one asyncio event loop."""
+    """Loads, shares and unloads runners. Use from one asyncio event loop."""
 
-    def __init__(self, settings: Settings, *,
-                 loader: Callable[[LoadOptions], Engine] = Engine.load) -> None:
+    def __init__(self, settings: Settings, *, loader: Loader | None = None) -> None:
         self.settings = settings
-        self._loader = loader
+        self._loader: Loader = loader or (lambda opts, n: start_runner(
+            opts, n, timeout=settings.load_timeout))
         self._runners: dict[tuple[str, LoadOptions], Runner] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._pending = 0
@@ -135,7 +154,7 @@ class Scheduler:
 
     # -- acquiring ---------------------------------------------------------------------------
     async def acquire(self, ref: ModelRef, *, keep_alive: float | None = None) -> Lease:
-        """Wait for a free engine of ``ref``'s model, loading it if needed.
+        """Wait for a free slot in a runner of ``ref``'s model, starting it if needed.
 
         Raises:
             ServerBusy: ``OLLAMA_MAX_QUEUE`` requests are already waiting.
@@ -183,8 +202,7 @@ class Scheduler:
         return runner
 
     def _take(self, runner: Runner, keep_alive: float) -> Lease | None:
-        if runner.free:
-            engine = runner.free.pop()
+        if runner.process is not None and runner.active < runner.max_slots:
             runner.active += 1
             runner.keep_alive = keep_alive
             runner.expires_at = None
@@ -192,15 +210,15 @@ class Scheduler:
             if runner.timer is not None:
                 runner.timer.cancel()
                 runner.timer = None
-            return Lease(runner=runner, engine=engine)
-        if len(runner.engines) + runner.loading < runner.max_slots:
+            return Lease(runner=runner, engine=runner.process)
+        if runner.process is None and runner.loading == 0:
             runner.loading += 1
-            asyncio.get_running_loop().create_task(self._load_engine(runner))
+            asyncio.get_running_loop().create_task(self._load(runner))
         return None
 
-    async def _load_engine(self, runner: Runner) -> None:
+    async def _load(self, runner: Runner) -> None:
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, self._loader, runner.ref.load)
+        fut = loop.run_in_executor(self._pool, self._loader, runner.ref.load, runner.max_slots)
         try:
             engine = await asyncio.wait_for(asyncio.shield(fut), self.settings.load_timeout)
         except Exception as e:  # noqa: BLE001 - every failure must reach the waiting requests
@@ -215,12 +233,9 @@ class Scheduler:
                     f"unable to load model {runner.ref.name}: {e}")
             logger.warning("loading %s failed: %s", runner.ref.name, err)
             runner.loading -= 1
-            if runner.loaded:
-                runner.max_slots = len(runner.engines)   # run with the contexts we have
-            else:
-                runner.error = err
-                if self._runners.get(runner.ref.key) is runner:
-                    del self._runners[runner.ref.key]
+            runner.error = err
+            if self._runners.get(runner.ref.key) is runner:
+                del self._runners[runner.ref.key]
             self._wake()
             return
         runner.loading -= 1
@@ -228,25 +243,42 @@ class Scheduler:
             self._close(engine)
             self._wake()
             return
-        runner.engines.append(engine)
-        runner.free.append(engine)
+        runner.process = engine
+        engine.on_exit = lambda proc: loop.call_soon_threadsafe(self._runner_exited, runner, proc)
+        if not engine.alive:                 # died before the callback was in place
+            self._runner_exited(runner, engine)
+        self._wake()
+
+    def _runner_exited(self, runner: Runner, proc: RunnerProcess) -> None:
+        """A runner process died: its requests already failed; forget it so the next
+        request starts a fresh one, and ``/api/ps`` no longer lists it."""
+        if runner.process is not proc or runner.closed:
+            return
+        logger.warning("runner for %s exited; it will be restarted on the next request",
+                       runner.ref.name)
+        runner.closed = True
+        if runner.timer is not None:
+            runner.timer.cancel()
+            runner.timer = None
+        if self._runners.get(runner.ref.key) is runner:
+            del self._runners[runner.ref.key]
         self._wake()
 
     # -- releasing ---------------------------------------------------------------------------
     def release(self, lease: Lease) -> None:
-        """Give the engine back (event loop thread only). Idempotent."""
+        """Give the slot back (event loop thread only). Idempotent."""
         if lease.released:
             return
         lease.released = True
         runner = lease.runner
         runner.active -= 1
         runner.last_used = time.monotonic()
-        if runner.closed:
-            self._close(lease.engine)
-        else:
-            runner.free.append(lease.engine)
-        if runner.active == 0 and not runner.closed:
-            self._idle(runner)
+        if runner.active == 0:
+            if runner.closed:
+                if runner.process is not None:
+                    self._close(runner.process)
+            else:
+                self._idle(runner)
         self._wake()
 
     def _idle(self, runner: Runner) -> None:
@@ -289,17 +321,16 @@ class Scheduler:
             runner.timer = None
         if self._runners.get(runner.ref.key) is runner:
             del self._runners[runner.ref.key]
-        for engine in runner.free:
-            self._close(engine)
-        runner.free.clear()
+        if runner.active == 0 and runner.process is not None:
+            self._close(runner.process)      # else when its last request is released
         logger.info("unloaded %s", runner.ref.name)
 
-    def _close(self, engine: Engine) -> None:
-        """Close off the event loop (freeing a big model takes a moment); inline after shutdown."""
+    def _close(self, process: RunnerProcess) -> None:
+        """Stop off the event loop (a process takes a moment to exit); inline after shutdown."""
         try:
-            self._pool.submit(engine.close)
+            self._pool.submit(process.close)
         except RuntimeError:
-            engine.close()
+            process.close()
 
     def _lru_idle(self) -> Runner | None:
         idle = [r for r in self._runners.values() if r.active == 0 and r.loading == 0]
@@ -323,12 +354,13 @@ class Scheduler:
 
     # -- reporting ---------------------------------------------------------------------------
     def loaded(self) -> list[LoadedModel]:
-        """What ``/api/ps`` shows: loaded models, longest remaining time first."""
+        """What ``/api/ps`` shows: loaded models, longest remaining time first; one row per
+        model even when it has a generation and an embedding runner (sizes added up)."""
         now = dt.datetime.now(dt.timezone.utc)
-        gpu = supports_gpu_offload()
-        rows = []
-        for r in self._runners.values():
-            if not r.loaded:
+        rows: dict[str, LoadedModel] = {}
+        # generation runners first, so a model's row shows the context it generates with
+        for r in sorted(self._runners.values(), key=lambda r: r.ref.load.embedding):
+            if r.process is None or not r.process.alive:
                 continue
             if r.active == 0 and r.expires_at is not None:
                 expires = dt.datetime.fromtimestamp(r.expires_at, dt.timezone.utc)
@@ -337,13 +369,19 @@ class Scheduler:
             else:
                 expires = now + dt.timedelta(seconds=r.keep_alive)
             size = r.size
-            on_gpu = gpu and any(e.options.n_gpu_layers != 0 for e in r.engines)
-            vram = size if on_gpu else 0
-            rows.append(LoadedModel(name=r.ref.name, digest=r.ref.digest, size=size, size_vram=vram,
-                                    expires_at=expires, context_length=r.ref.load.n_ctx,
-                                    details=r.ref.details))
-        rows.sort(key=lambda m: m.expires_at, reverse=True)
-        return rows
+            vram = size if r.process.info.gpu else 0
+            row = LoadedModel(name=r.ref.name, digest=r.ref.digest, size=size, size_vram=vram,
+                              expires_at=expires, context_length=r.ref.load.n_ctx,
+                              details=r.ref.details)
+            seen = rows.get(r.ref.digest)
+            if seen is not None:
+                extra = file_size(r.ref.load.model_path)     # the weights count once
+                row = dataclasses.replace(
+                    seen, size=seen.size + size - extra,
+                    size_vram=seen.size_vram + max(0, vram - extra),
+                    expires_at=max(seen.expires_at, expires))
+            rows[r.ref.digest] = row
+        return sorted(rows.values(), key=lambda m: m.expires_at, reverse=True)
 
     @property
     def pending(self) -> int:

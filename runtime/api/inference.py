@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
 from ..engine import Chunk
 from ..errors import LlmcrateError
 from ..model import ModelInfo
+from ..runner.process import RequestFailed
 from .errors import ApiError, status_for
 from .prompting import ToolCalls, build_chat_prompt, build_generate_prompt
 from .schemas import ChatBody, EmbedBody, GenerateBody
-from .service import Prepared, Service, grammar_for
+from .service import CancelToken, Prepared, Service, check_format
 from .thinking import ThinkingParser, wants_thinking
 
 
@@ -30,6 +30,7 @@ class Piece:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     final: Chunk | None = None
     thinking: str = ""
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Run:
 
     prepared: Prepared
     pieces: AsyncIterator[Piece]
-    cancel: threading.Event
+    cancel: CancelToken
 
 
 @dataclass
@@ -79,7 +80,8 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
 
 
 def _wrap(err: LlmcrateError) -> ApiError:
-    return ApiError(status_for(err), str(err))
+    status = err.status if isinstance(err, RequestFailed) else status_for(err)
+    return ApiError(status, str(err))
 
 
 async def _lease(svc: Service, info: ModelInfo, options: dict[str, Any], keep_alive: Any,
@@ -91,7 +93,7 @@ async def _lease(svc: Service, info: ModelInfo, options: dict[str, Any], keep_al
 
 
 async def _on_engine(prepared: Prepared, fn: Any, *args: Any) -> Any:
-    """Run a blocking call that uses the leased engine (tokenizing) off the event loop."""
+    """Run a blocking call that asks the leased runner (tokenizing) off the event loop."""
     return await asyncio.to_thread(fn, *args)
 
 
@@ -109,8 +111,8 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     leased = await _lease_for(svc, info, body, started=started, load_only=not body.prompt)
     if isinstance(leased, Instant):
         return leased
-    prepared, grammar = leased
-    think = _think(info, body.think, structured=grammar is not None) if not body.raw else None
+    prepared, fmt = leased
+    think = _think(info, body.think, structured=fmt is not None) if not body.raw else None
     with _released_on_error(svc, prepared):
         engine = prepared.lease.engine
         if body.raw:
@@ -124,23 +126,24 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
         if body.context:
             tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
             prompt = list(body.context) + list(tail)
-    return _run(svc, prepared, prompt, text=text, grammar=grammar, think=think, tools=None)
+        return await _run(svc, prepared, prompt, text=text, fmt=fmt, think=think, tools=None,
+                          logprobs=_logprobs(body))
 
 
 async def _lease_for(svc: Service, info: ModelInfo, body: GenerateBody | ChatBody, *,
-                     started: int, load_only: bool) -> tuple[Prepared, str | None] | Instant:
-    """Options, format grammar and an engine for a generate or chat request; a request with
+                     started: int, load_only: bool) -> tuple[Prepared, Any] | Instant:
+    """Options, format and a runner slot for a generate or chat request; a request with
     nothing to generate only loads the model (Ollama's empty prompt / messages)."""
     try:
         options = svc.options(info, body.options)
     except LlmcrateError as e:
         raise _wrap(e) from None
-    grammar = grammar_for(body.format)
+    fmt = check_format(body.format)
     prepared = await _lease(svc, info, options, body.keep_alive, started)
     if load_only:
         svc.release(prepared)
         return Instant("load")
-    return prepared, grammar
+    return prepared, fmt
 
 
 @contextlib.contextmanager
@@ -156,10 +159,22 @@ def _released_on_error(svc: Service, prepared: Prepared) -> Iterator[None]:
         raise
 
 
-def _run(svc: Service, prepared: Prepared, prompt: str | list[int], *, text: str,
-         grammar: str | None, think: Any, tools: ToolCalls | None) -> Run:
-    cancel = threading.Event()
-    stream = svc.stream(prepared, prompt, grammar=grammar, cancel=cancel)
+def _logprobs(body: Any) -> tuple[bool, int]:
+    top = int(getattr(body, "top_logprobs", 0) or 0)
+    if not 0 <= top <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+    return bool(getattr(body, "logprobs", False)) or top > 0, top
+
+
+async def _run(svc: Service, prepared: Prepared, prompt: str | list[int], *, text: str,
+               fmt: Any, think: Any, tools: ToolCalls | None,
+               logprobs: tuple[bool, int] = (False, 0)) -> Run:
+    """Start the generation on the runner (errors here still get a real status) and wrap
+    its chunks into pieces. Call inside ``_released_on_error``."""
+    gen = await svc.start(prepared, prompt, fmt=fmt, logprobs=logprobs[0],
+                          top_logprobs=logprobs[1])
+    cancel = CancelToken()
+    stream = svc.stream(prepared, gen, cancel)
     thinking = ThinkingParser(prompt=text) if think else None
     return Run(prepared=prepared, pieces=_pieces(stream, thinking, tools), cancel=cancel)
 
@@ -176,6 +191,15 @@ def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
 async def _pieces(stream: AsyncIterator[Chunk], thinking: ThinkingParser | None,
                   tools: ToolCalls | None) -> AsyncIterator[Piece]:
     """Chunks -> pieces: thinking split off first, then tool calls out of the answer."""
+    try:
+        async for piece in _split(stream, thinking, tools):
+            yield piece
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _split(stream: AsyncIterator[Chunk], thinking: ThinkingParser | None,
+                 tools: ToolCalls | None) -> AsyncIterator[Piece]:
     async for chunk in stream:
         think_text, content = thinking.add(chunk.text) if thinking else ("", chunk.text)
         if chunk.done and thinking:
@@ -187,10 +211,12 @@ async def _pieces(stream: AsyncIterator[Chunk], thinking: ThinkingParser | None,
             if chunk.done:
                 more_calls, rest = tools.finish()
                 calls, content = calls + more_calls, content + rest
+        lps = chunk.logprobs or []
         if chunk.done:
-            yield Piece(content=content, thinking=think_text, tool_calls=calls, final=chunk)
-        elif content or think_text or calls:
-            yield Piece(content=content, thinking=think_text, tool_calls=calls)
+            yield Piece(content=content, thinking=think_text, tool_calls=calls, final=chunk,
+                        logprobs=lps)
+        elif content or think_text or calls or lps:
+            yield Piece(content=content, thinking=think_text, tool_calls=calls, logprobs=lps)
 
 
 def _message_dicts(body: ChatBody) -> list[dict[str, Any]]:
@@ -220,16 +246,17 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
     leased = await _lease_for(svc, info, body, started=started, load_only=not body.messages)
     if isinstance(leased, Instant):
         return leased
-    prepared, grammar = leased
+    prepared, fmt = leased
     engine = prepared.lease.engine
     with _released_on_error(svc, prepared):
         msgs = _message_dicts(body)
-        think = _think(info, body.think, structured=grammar is not None)
+        think = _think(info, body.think, structured=fmt is not None)
         text = await _on_engine(prepared, lambda: build_chat_prompt(
             info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
             think=think))
         tools = ToolCalls(info, body.tools) if body.tools else None
-    return _run(svc, prepared, text, text=text, grammar=grammar, think=think, tools=tools)
+        return await _run(svc, prepared, text, text=text, fmt=fmt, think=think, tools=tools,
+                          logprobs=_logprobs(body))
 
 
 @dataclass
@@ -265,12 +292,12 @@ async def run_embed(svc: Service, body: EmbedBody, *, started: int, normalize: b
     truncate = body.truncate is None or body.truncate
     work = asyncio.ensure_future(asyncio.to_thread(
         lambda: engine.embed(texts, truncate=truncate, normalize=normalize)))
-    # the engine goes back only when the thread is done with it, even if the client left
+    # the slot goes back only when the runner has answered, even if the client left
     work.add_done_callback(lambda _: svc.release(prepared))
     try:
         vectors, count = await asyncio.shield(work)
     except LlmcrateError as e:
-        raise ApiError(400 if "exceeds" in str(e) else 500, str(e)) from None
+        raise _wrap(e) from None
     if body.dimensions and 0 < body.dimensions < len(vectors[0]):
         from ..engine import normalize as l2
 

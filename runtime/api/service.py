@@ -1,5 +1,5 @@
-"""What the routers share: model lookup, options, keep_alive, format grammars, and running a
-generation on an engine thread while the event loop streams its chunks.
+"""What the routers share: model lookup, options, keep_alive, ``format`` checks, and running a
+generation on a runner process while the event loop streams its chunks.
 """
 from __future__ import annotations
 
@@ -7,25 +7,24 @@ import asyncio
 import functools
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..config import Settings, parse_duration
-from ..engine import Chunk, LoadOptions, SamplingOptions
+from ..engine import Chunk, LoadOptions
 from ..errors import ConfigError, GGUFError, InvalidName, LlmcrateError, ModelNotFound
 from ..model import ModelInfo, load_model_info
 from ..names import parse_name
-from ..options import coerce_options, resolve_options
+from ..options import check_runner_options, coerce_options, resolve_options
+from ..runner.process import Generation
 from ..scheduler import Lease, ModelRef, Scheduler
 from ..store import Store
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,9 @@ class Service:
         for w in warnings:
             logger.warning("%s", w)
         model_params, _ = coerce_options(info.params, strict=False)
-        return resolve_options(model_params, typed, context_length=self.settings.context_length)
+        merged = resolve_options(model_params, typed, context_length=self.settings.context_length)
+        check_runner_options(merged)
+        return merged
 
     def keep_alive(self, value: Any) -> float | None:
         if value is None or value == "":
@@ -143,74 +144,73 @@ class Service:
                         loaded=time.perf_counter_ns())
 
     # -- generation --------------------------------------------------------------------------
-    async def stream(self, prepared: Prepared, prompt: str | list[int], *, grammar: str | None,
-                     cancel: threading.Event) -> AsyncIterator[Chunk]:
-        """Run the generation on its own thread; yield chunks; release the engine at the end.
+    async def start(self, prepared: Prepared, prompt: str | list[int], *, fmt: Any,
+                    logprobs: bool = False, top_logprobs: int = 0) -> Generation:
+        """Hand the prompt to the leased runner; returns once the runner accepted it (prompt
+        tokenized, sampler and ``format`` grammar built), so such errors precede any answer."""
+        return await prepared.lease.engine.generate(
+            prompt, prepared.options, fmt=fmt, logprobs=logprobs, top_logprobs=top_logprobs)
 
-        Setting ``cancel`` (or closing this iterator, as a disconnect does) stops generation
-        before the next token. The engine goes back to the scheduler only once the thread has
-        stopped touching it.
+    async def stream(self, prepared: Prepared, gen: Generation, cancel: CancelToken
+                     ) -> AsyncIterator[Chunk]:
+        """Yield the generation's chunks; release the slot at the end.
+
+        Setting ``cancel`` (or closing this iterator, as a disconnect does) stops the
+        generation at the runner's next step. The slot goes back at once: the runner queues a
+        next request behind the cancelled one, which leaves within one decode step.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        sampling = SamplingOptions.from_options(prepared.options)
-        engine = prepared.lease.engine
-        lease = prepared.lease
-
-        def post(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-        def work() -> None:
-            try:
-                for chunk in engine.generate(prompt, sampling, grammar=grammar, cancel=cancel):
-                    post(chunk)
-            except BaseException as e:  # noqa: BLE001 - forwarded to the request
-                post(e)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(self.scheduler.release, lease)
-                except RuntimeError:
-                    pass
-                post(_END)
-
-        threading.Thread(target=work, name="llmcrate-generate", daemon=True).start()
+        cancel.add_callback(gen.cancel)
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for chunk in gen.chunks():
+                yield chunk
         finally:
             cancel.set()
+            self.scheduler.release(prepared.lease)
 
     def release(self, prepared: Prepared) -> None:
         self.scheduler.release(prepared.lease)
 
 
-def grammar_for(fmt: Any) -> str | None:
-    """Ollama's ``format``: "json" or a JSON schema object -> a GBNF grammar for llama.cpp."""
+class CancelToken:
+    """A ``threading.Event``-like flag that also stops the generation it is tied to."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add_callback(self, fn: Callable[[], None]) -> None:
+        if self._set:
+            fn()
+        else:
+            self._callbacks.append(fn)
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def check_format(fmt: Any) -> Any:
+    """Ollama's ``format``: "json" or a JSON schema object (also as JSON text). Returns what
+    the runner turns into a grammar ("json", a dict, or None); 400 for anything else."""
     if fmt is None or fmt == "" or fmt == {}:
         return None
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
     if isinstance(fmt, str):
         if fmt.strip() == "json":
-            return JSON_GBNF
+            return "json"
         try:
             fmt = json.loads(fmt)
         except ValueError:
             raise ApiError(400, f'invalid format: "{fmt}"; expected "json" or a JSON schema') from None
     if not isinstance(fmt, dict):
         raise ApiError(400, 'invalid format: expected "json" or a JSON schema object')
-    try:
-        return json_schema_to_gbnf(json.dumps(fmt))
-    except Exception as e:  # noqa: BLE001 - the schema is the client's input
-        raise ApiError(400, f"invalid JSON schema in format: {e}") from None
+    return fmt
 
 
 def now_iso() -> str:
@@ -234,7 +234,7 @@ def metrics(chunk: Chunk, prepared: Prepared) -> dict[str, Any]:
     }
 
 
-async def watch_disconnect(receive: Callable[[], Any], cancel: threading.Event) -> None:
+async def watch_disconnect(receive: Callable[[], Any], cancel: CancelToken) -> None:
     """Set ``cancel`` when the client goes away (for answers that are not streamed)."""
     while not cancel.is_set():
         message = await receive()

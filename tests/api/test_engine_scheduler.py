@@ -1,33 +1,48 @@
-"""Engine and scheduler against the real tiny GGUF through real llama-cpp-python."""
+"""Runner processes and the scheduler against the real tiny GGUF through real llama-cpp-python."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runtime.config import Settings
-from runtime.engine import Engine, LoadOptions, SamplingOptions, StopMatcher
+from runtime.engine import LoadOptions, StopMatcher
 from runtime.errors import EngineError, ServerBusy
-from runtime.scheduler import ModelRef, Scheduler
+from runtime.runner.process import RunnerProcess
+from runtime.scheduler import ModelRef, Scheduler, start_runner
 
 PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_gguf: Path) -> Engine:
-    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=256))
+def engine(tiny_gguf: Path) -> RunnerProcess:
+    e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=256))
     yield e
     e.close()
 
 
-def _run(engine: Engine, **opts) -> tuple[str, object]:
-    chunks = list(engine.generate(PROMPT, SamplingOptions(**opts)))
+def _chunks(engine: RunnerProcess, prompt: Any = PROMPT, fmt: Any = None, cancel_after: int = 0,
+            **opts: Any) -> list:
+    async def go() -> list:
+        gen = await engine.generate(prompt, opts, fmt=fmt)
+        out = []
+        async for chunk in gen.chunks():
+            out.append(chunk)
+            if cancel_after and len(out) == cancel_after:
+                gen.cancel()
+        return out
+
+    return asyncio.run(go())
+
+
+def _run(engine: RunnerProcess, **opts: Any) -> tuple[str, Any]:
+    chunks = _chunks(engine, **opts)
     return "".join(c.text for c in chunks), chunks[-1]
 
 
-def test_same_seed_same_text_and_counters(engine: Engine) -> None:
+def test_same_seed_same_text_and_counters(engine: RunnerProcess) -> None:
     a, last = _run(engine, seed=11, num_predict=24, temperature=0.9)
     b, _ = _run(engine, seed=11, num_predict=24, temperature=0.9)
     c, _ = _run(engine, seed=12, num_predict=24, temperature=0.9)
@@ -39,10 +54,10 @@ def test_same_seed_same_text_and_counters(engine: Engine) -> None:
     assert last.context[: last.prompt_eval_count] == engine.tokenize(PROMPT)
 
 
-def test_stop_string_cuts_output(engine: Engine) -> None:
+def test_stop_string_cuts_output(engine: RunnerProcess) -> None:
     full, _ = _run(engine, seed=3, num_predict=30, temperature=0)
     stop = full[6:9]
-    cut, last = _run(engine, seed=3, num_predict=30, temperature=0, stop=(stop,))
+    cut, last = _run(engine, seed=3, num_predict=30, temperature=0, stop=[stop])
     assert cut == full[: full.index(stop)]
     assert last.done_reason == "stop"
 
@@ -55,28 +70,20 @@ def test_stop_matcher_holds_back_partial_match() -> None:
     assert m.feed("yyEND tail") == ("yy", True)
 
 
-def test_cancel_stops_between_tokens(engine: Engine) -> None:
-    cancel = threading.Event()
-    seen = 0
-    for chunk in engine.generate(PROMPT, SamplingOptions(num_predict=-1, temperature=0.8), cancel=cancel):
-        seen += 1
-        if seen == 3:
-            cancel.set()
-        if chunk.done:
-            assert chunk.done_reason == "cancel"
-    assert seen <= 5
+def test_cancel_stops_between_tokens(engine: RunnerProcess) -> None:
+    chunks = _chunks(engine, cancel_after=3, num_predict=-1, temperature=0.8)
+    assert chunks[-1].done and chunks[-1].done_reason == "cancel"
+    # the runner is ahead of this reader by what was in flight, but far from its 2560-token cap
+    assert chunks[-1].eval_count < 1280
 
 
-def test_json_grammar_constrains_output(engine: Engine) -> None:
-    from llama_cpp.llama_grammar import JSON_GBNF
-
-    text = "".join(c.text for c in engine.generate(PROMPT, SamplingOptions(num_predict=12, seed=1),
-                                                   grammar=JSON_GBNF))
+def test_json_grammar_constrains_output(engine: RunnerProcess) -> None:
+    text = "".join(c.text for c in _chunks(engine, fmt="json", num_predict=12, seed=1))
     assert text.lstrip().startswith(("{", "["))
 
 
 def test_embeddings_are_normalised(tiny_gguf: Path) -> None:
-    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=128, embedding=True))
+    e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=128, embedding=True))
     try:
         vecs, count = e.embed(["hello world", "hi"])
     finally:
@@ -90,7 +97,7 @@ def test_corrupt_file_is_engine_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
     with pytest.raises(EngineError, match="unable to load model"):
-        Engine.load(LoadOptions(model_path=bad))
+        RunnerProcess.start(LoadOptions(model_path=bad))
 
 
 def _ref(path: Path, name: str, digest: str) -> ModelRef:
@@ -106,7 +113,7 @@ def test_scheduler_parallel_queue_keepalive_and_lru(tiny_gguf: Path, tmp_path: P
         a = _ref(tiny_gguf, "a:latest", "sha256:aa")
         l1 = await sched.acquire(a)
         l2 = await sched.acquire(a)
-        assert l1.engine is not l2.engine          # two contexts for NUM_PARALLEL=2
+        assert l1.engine is l2.engine              # one process, two slots for NUM_PARALLEL=2
         w1 = asyncio.create_task(sched.acquire(a))
         w2 = asyncio.create_task(sched.acquire(a))
         await asyncio.sleep(0.05)
@@ -158,10 +165,10 @@ def test_loading_never_blocks_other_models(tiny_gguf: Path, tmp_path: Path) -> N
     slow_path = tmp_path / "slow.gguf"
     slow_path.write_bytes(tiny_gguf.read_bytes())
 
-    def loader(opts: LoadOptions) -> Engine:
+    def loader(opts: LoadOptions, n_seq: int) -> RunnerProcess:
         if opts.model_path == slow_path:
             time.sleep(1.5)                 # a big model still reading from disk
-        return Engine.load(opts)
+        return start_runner(opts, n_seq)
 
     async def scenario() -> None:
         sched = Scheduler(Settings(models_dir=tmp_path), loader=loader)
@@ -212,9 +219,9 @@ def test_memory_check_refuses_what_cannot_fit(tiny_gguf: Path, tmp_path: Path) -
 def test_load_timeout_is_an_engine_error(tiny_gguf: Path, tmp_path: Path) -> None:
     import time
 
-    def slow(opts: LoadOptions) -> Engine:
+    def slow(opts: LoadOptions, n_seq: int) -> RunnerProcess:
         time.sleep(1.0)
-        return Engine.load(opts)
+        return start_runner(opts, n_seq)
 
     async def scenario() -> None:
         sched = Scheduler(Settings(models_dir=tmp_path, load_timeout=0.2), loader=slow)
@@ -227,7 +234,7 @@ def test_load_timeout_is_an_engine_error(tiny_gguf: Path, tmp_path: Path) -> Non
 
 
 def test_embedding_reads_long_inputs_whole(tiny_gguf: Path) -> None:
-    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=1024, embedding=True))
+    e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=1024, embedding=True))
     try:
         long = "word " * 700                      # > 512 tokens, the generation batch size
         [full], n = e.embed([long])
@@ -239,10 +246,10 @@ def test_embedding_reads_long_inputs_whole(tiny_gguf: Path) -> None:
 
 
 def test_overlong_prompt_keeps_num_keep_and_the_latest_tokens(tiny_gguf: Path) -> None:
-    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=64))
+    e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=64))
     try:
         prompt = list(range(97, 123)) * 4           # 104 byte tokens > 64
-        *_, last = e.generate(prompt, SamplingOptions(num_predict=4, num_keep=5, seed=1))
+        *_, last = _chunks(e, prompt, num_predict=4, num_keep=5, seed=1)
     finally:
         e.close()
     kept = last.context[: last.prompt_eval_count]
@@ -260,21 +267,27 @@ def test_new_load_options_replace_the_runner_but_embeddings_stay(tiny_gguf: Path
         big = ModelRef(name="m:latest", digest="sha256:12",
                        load=LoadOptions(model_path=tiny_gguf, n_ctx=256))
         sched.release(await sched.acquire(base))
+        [alone] = sched.loaded()
         sched.release(await sched.acquire(emb))
-        assert sorted(r.context_length for r in sched.loaded()) == [128, 128]
+        # /api/ps: one row per model, its size counting both runners' caches, weights once
+        [row] = sched.loaded()
+        assert row.context_length == 128 and row.size > alone.size
+        assert row.size < 2 * alone.size
+        assert sorted(r.ref.load.embedding for r in sched._runners.values()) == [False, True]
         sched.release(await sched.acquire(big))      # num_ctx changed: reload, like Ollama
-        assert sorted(r.context_length for r in sched.loaded()) == [128, 256]
+        [row] = sched.loaded()
+        assert row.context_length == 256
+        assert sorted((r.ref.load.embedding, r.ref.load.n_ctx)
+                      for r in sched._runners.values()) == [(False, 256), (True, 128)]
         await sched.shutdown()
 
     asyncio.run(scenario())
 
 
 def test_full_context_shifts_and_keeps_generating(tiny_gguf: Path) -> None:
-    from llama_cpp.llama_grammar import JSON_GBNF
-
-    e = Engine.load(LoadOptions(model_path=tiny_gguf, n_ctx=64))
+    e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=64))
     try:
-        chunks = list(e.generate(PROMPT, SamplingOptions(num_predict=150, seed=3)))
+        chunks = _chunks(e, num_predict=150, seed=3)
         last = chunks[-1]
         assert last.done_reason == "length" and last.eval_count == 150   # past the 64 context
         assert len("".join(c.text for c in chunks)) > 0
@@ -282,9 +295,9 @@ def test_full_context_shifts_and_keeps_generating(tiny_gguf: Path) -> None:
         again, _ = _run(e, seed=11, num_predict=10)
         assert again
         # with a grammar the context cannot shift: a full context ends the reply
-        *_, g = e.generate(PROMPT, SamplingOptions(num_predict=150, seed=3), grammar=JSON_GBNF)
+        *_, g = _chunks(e, fmt="json", num_predict=150, seed=3)
         assert g.done_reason == "length" and g.prompt_eval_count + g.eval_count <= 64
-        *_, fill = e.generate(PROMPT, SamplingOptions(num_predict=-2, seed=3))
+        *_, fill = _chunks(e, num_predict=-2, seed=3)
         assert fill.prompt_eval_count + fill.eval_count == 64
     finally:
         e.close()
@@ -294,10 +307,8 @@ def test_a_template_written_bos_is_not_doubled(tmp_path):
     """Jinja templates write bos_token; a model with add_bos_token must not get a second one."""
     import sys
 
-    from runtime.engine import Engine, LoadOptions
-
     gguf = sys.modules["make_tiny_model"].write_tiny_gguf(tmp_path / "bos.gguf", add_bos=True)
-    e = Engine.load(LoadOptions(model_path=gguf, n_ctx=128))
+    e = RunnerProcess.start(LoadOptions(model_path=gguf, n_ctx=128))
     try:
         bos = e.tokenize("<|endoftext|>", add_bos=False)[0]
         assert e.tokenize("hi")[0] == bos and e.tokenize("hi")[1] != bos

@@ -26,8 +26,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import __version__
 from ..config import Settings
 from ..errors import LlmcrateError
 from ..scheduler import Scheduler
@@ -115,7 +116,29 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                            allow_headers=CORS_HEADERS)
     app.add_middleware(AllowedHosts, bind_host=settings.host.host)
+    app.add_middleware(VersionHeader)
     return app
+
+
+class VersionHeader:
+    """``X-Llmcrate-Version`` on every answer: llmcrate's own version (``/api/version`` reports
+    the Ollama API version llmcrate implements)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.header = (b"x-llmcrate-version", __version__.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class AllowedHosts:

@@ -11,7 +11,9 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── prompting.py  seam to runtime.prompt (prompt building, tool-call parsing)
     ├── inference.py  chat / generate / embed runs shared by both routers
     ├── ollama.py     /api/* routes
-    └── openai.py     /v1/* routes
+    ├── openai.py     /v1/* routes (chat/completions, completions, models, embeddings)
+    ├── responses.py  /v1/responses (OpenAI Responses API, stateless)
+    └── anthropic.py  /v1/messages (Anthropic Messages API)
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..config import Settings
 from ..errors import LlmcrateError
 from ..scheduler import Scheduler
 from ..store import Store
-from .errors import ApiError, error_response, is_openai, openai_body
+from .errors import ApiError, error_body, error_response, is_openai
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -80,10 +82,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.store = store
 
-    from . import ollama, openai
+    from . import anthropic, ollama, openai, responses
 
     app.include_router(ollama.router(service))
     app.include_router(openai.router(service))
+    app.include_router(responses.router(service))
+    app.include_router(anthropic.router(service))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -96,7 +100,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_openai(request):
-            return JSONResponse(openai_body(exc.status_code, str(exc.detail)),
+            return JSONResponse(error_body(request, exc.status_code, str(exc.detail)),
                                 status_code=exc.status_code)
         # gin's answers for unknown routes and methods
         text = {404: "404 page not found", 405: "405 method not allowed"}.get(

@@ -208,6 +208,13 @@ def router(svc: Service) -> APIRouter:
         work = _pull_job(svc, name, insecure=body.insecure)
         return await _progress_answer(work, stream=body.stream is not False)
 
+    @r.post("/api/push")
+    async def push(request: Request) -> Response:
+        body = await read_body(request, NameBody)
+        name = _required_name(body.target)
+        work = _push_job(svc, name, insecure=body.insecure)
+        return await _progress_answer(work, stream=body.stream is not False)
+
     return r
 
 
@@ -472,3 +479,13 @@ def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
 
     return job
 
+
+
+def _push_job(svc: Service, name: str, *, insecure: bool) -> Job:
+    from ..push import push_model
+
+    def job(report: Callable[[dict[str, Any]], None]) -> None:
+        push_model(svc.store, name, insecure=insecure,
+                   progress=lambda d: report({k: v for k, v in d.items() if v is not None}))
+
+    return job

@@ -73,8 +73,14 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
         raise ApiError(400, f"{full} does not support tools")
     if suffix and not (".Suffix" in text if go else False):
         raise ApiError(400, f"{full} does not support insert")
-    # api.ThinkValue.Bool(): true, or any level, asks for thinking
-    wants = think is True or (isinstance(think, str) and think in THINK_LEVELS)
+    # api.ThinkValue: a boolean or one of the levels; Bool() is true for true and any level
+    if isinstance(think, str) and think not in THINK_LEVELS:
+        raise ApiError(400, f'invalid think value: "{think}" (must be "high", "medium", "low", '
+                            '"max", true, or false)')
+    if think is not None and not isinstance(think, (bool, str)):
+        raise ApiError(400, 'think must be a boolean or string ("high", "medium", "low", '
+                            '"max", true, or false)')
+    wants = think is True or isinstance(think, str)
     can = ".Think" in text if go else any(
         k in text for k in ("enable_thinking", "reasoning_effort", "<think>"))
     if wants and not can:

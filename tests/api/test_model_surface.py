@@ -133,6 +133,15 @@ def test_thinking_on_a_model_without_it_is_400(live_server, think: Any) -> None:
         assert r.status_code == 400 and r.json() == {"error": '"tiny" does not support thinking'}
 
 
+@pytest.mark.parametrize("think,message", [
+    ("extreme", 'invalid think value: "extreme"'), (3, "think must be a boolean or string")])
+def test_invalid_think_values_are_400(live_server, think: Any, message: str) -> None:
+    r = httpx.post(live_server() + "/api/chat", json={
+        "model": "tiny", "think": think, "stream": False,
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"].startswith(message)
+
+
 def test_reasoning_effort_on_a_model_without_thinking_is_400(live_server) -> None:
     client = openai.OpenAI(base_url=live_server() + "/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.BadRequestError, match="does not support thinking"):

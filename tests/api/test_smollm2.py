@@ -141,3 +141,21 @@ def test_json_schema_format_yields_valid_json(smol_url: str) -> None:
     doc = json.loads(r.message.content)
     assert set(doc) == {"city", "population"}
     assert isinstance(doc["city"], str) and isinstance(doc["population"], int)
+
+
+def test_responses_and_messages_routes_answer_like_chat(smol_url: str) -> None:
+    import anthropic
+    import openai
+
+    conv = CONVERSATIONS[1]
+    want = ollama.Client(host=smol_url).chat(
+        model=SMOL, messages=conv, options={"temperature": 0, "top_p": 1, "num_predict": 24})
+    oa = openai.OpenAI(base_url=smol_url + "/v1", api_key="x", max_retries=0)
+    r = oa.responses.create(model=SMOL, instructions=conv[0]["content"], input=conv[1:],
+                            temperature=0, max_output_tokens=24)
+    assert r.output_text == want.message.content
+    an = anthropic.Anthropic(base_url=smol_url, api_key="x", max_retries=0)
+    m = an.messages.create(model=SMOL, system=conv[0]["content"], messages=conv[1:],
+                           max_tokens=24, extra_body={"temperature": 0, "top_p": 1})
+    assert m.content[0].text == want.message.content
+    assert m.stop_reason == ("end_turn" if want.done_reason == "stop" else "max_tokens")

@@ -268,6 +268,11 @@ class Client:
         return self._stream("/api/pull", {"model": name, "insecure": insecure, "stream": stream},
                             model=name)
 
+    def push(self, name: str, *, insecure: bool = False, stream: bool = True) -> Iterator[Json]:
+        """``/api/push``: yields progress objects (status, digest, total, completed)."""
+        return self._stream("/api/push", {"model": name, "insecure": insecure, "stream": stream},
+                            model=name)
+
     # -- inference ------------------------------------------------------------------------------
 
     def generate(self, model: str, prompt: str | None = None, *, system: str | None = None,

@@ -54,11 +54,50 @@ class CreateRequest:
 
 
 def check_template(template: str | None) -> None:
-    """A TEMPLATE must parse (TemplateError with line:col) before anything is written."""
+    """A TEMPLATE must parse (TemplateError with line:col) before anything is written: as a Go
+    template, or as Jinja when it is Jinja text (a GGUF chat_template that ``show`` printed)."""
     if template:
         from .prompt import GoTemplate
+        from .prompt.families import is_jinja
 
-        GoTemplate.parse(template)
+        if is_jinja(template):
+            from .prompt.jinja import compile_jinja
+
+            compile_jinja(template)
+        else:
+            GoTemplate.parse(template)
+
+
+def template_layer_text(given: str | None, gguf: GGUFInfo | None, *, detect: bool = True
+                        ) -> tuple[str | None, bool, list[str]]:
+    """What the template layer holds, as Ollama's ``create`` decides it.
+
+    Returns ``(text, replace, stop)``: ``replace`` says whether the template layer changes
+    (``text`` None then means: no template layer, the GGUF's own chat_template is used);
+    ``stop`` is the detected family's stop list (stored unless the request has one).
+
+    - a Go TEMPLATE is stored as it is;
+    - a Jinja TEMPLATE (or, with no TEMPLATE and ``detect``, the GGUF's chat_template) of a
+      known family is stored as that family's Go template;
+    - a Jinja TEMPLATE of no known family: no layer when it is the GGUF's own chat_template
+      (so ``show --modelfile`` -> ``create`` round-trips), else stored as it is.
+    """
+    from .prompt.families import choose_template, is_jinja
+
+    own = gguf.chat_template if gguf is not None else None
+    eos = gguf.token("eos") if gguf is not None else None
+    if given:
+        if not is_jinja(given):
+            return given, True, []
+        choice = choose_template(given, eos_token=eos)
+        if choice is not None and not choice.is_jinja:
+            return choice.template, True, list(choice.stop)
+        return (None if given == own else given), True, []
+    if own and detect:
+        choice = choose_template(own, eos_token=eos)
+        if choice is not None and not choice.is_jinja:
+            return choice.template, True, list(choice.stop)
+    return None, False, []
 
 
 def _progress(cb: Progress | None, status: str) -> None:
@@ -184,8 +223,19 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
         nonlocal layers
         layers = [x for x in layers if x.media_type != media] + new
 
-    if req.template is not None and req.template != "":
-        replace(MEDIA_TEMPLATE, [text_layer(store, req.template, MEDIA_TEMPLATE)])
+    detected_stop: list[str] = []
+    if req.template or not any(x.media_type == MEDIA_TEMPLATE for x in layers):
+        gguf = info
+        if gguf is None and req.template:
+            model = next(x for x in layers if x.media_type == MEDIA_MODEL)
+            try:
+                gguf = read_gguf_info(store.blob_path(model.digest))
+            except GGUFError:
+                gguf = None
+        text, changed, detected_stop = template_layer_text(req.template or None, gguf,
+                                                           detect=bool(req.files))
+        if changed:
+            replace(MEDIA_TEMPLATE, [text_layer(store, text, MEDIA_TEMPLATE)] if text else [])
     if req.system is not None and req.system != "":
         replace(MEDIA_SYSTEM, [text_layer(store, req.system, MEDIA_SYSTEM)])
     if req.licenses:
@@ -193,6 +243,8 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
     params = dict(req.parameters or {})
     for k, v in _read_params(store, layers).items():
         params.setdefault(k, v)
+    if detected_stop:
+        params.setdefault("stop", detected_stop)
     if params:
         replace(MEDIA_PARAMS, [json_layer(store, params, MEDIA_PARAMS)])
     if req.messages:

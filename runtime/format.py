@@ -1,6 +1,7 @@
 """Human-readable sizes and times, worded exactly like Ollama's ``format`` package."""
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import time
 
@@ -64,3 +65,34 @@ def table(rows: list[list[str]], *, header: list[str]) -> str:
         cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
         lines.append("    ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def rfc3339_nano(when: float | int | _dt.datetime, *, ns: bool = False) -> str:
+    """A time as Go's ``encoding/json`` writes a ``time.Time`` (RFC 3339 with nanoseconds,
+    trailing zeros dropped), in the local zone; a zero offset is written ``Z``.
+
+    Args:
+        when: seconds since the epoch (float), nanoseconds (int with ``ns=True``), or a
+            datetime (naive ones are taken as local time).
+        ns: ``when`` is an int of nanoseconds since the epoch (``st_mtime_ns``).
+    """
+    if isinstance(when, _dt.datetime):
+        aware = when if when.tzinfo is not None else when.astimezone()
+        total = (int(aware.timestamp()) * 1_000_000_000) + aware.microsecond * 1000
+    elif ns:
+        total = int(when)
+    else:
+        total = int(round(when * 1_000_000)) * 1000   # a float holds microseconds, not more
+    secs, frac_ns = divmod(total, 1_000_000_000)
+    local = _dt.datetime.fromtimestamp(secs).astimezone()
+    offset = local.utcoffset() or _dt.timedelta(0)
+    base = local.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{frac_ns:09d}".rstrip("0")
+    if frac:
+        base += "." + frac
+    if not offset:
+        return base + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hh, mm = divmod(abs(minutes), 60)
+    return f"{base}{sign}{hh:02d}:{mm:02d}"

@@ -20,7 +20,10 @@ class ModelInfo:
     name: ModelName
     manifest: Manifest
     model_path: Path
-    template: str | None = None
+    template: str | None = None        # the Go template layer
+    #: a template layer holding Jinja (a Modelfile TEMPLATE that is a chat_template of no known
+    #: family); rendered by the sandboxed Jinja instead of the GGUF's own chat_template
+    jinja_template: str | None = None
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -95,7 +98,13 @@ def load_model_info(store: Store, name: str | ModelName) -> ModelInfo:
     for layer in m.layers:
         mt = layer.media_type
         if mt == MEDIA_TEMPLATE:
-            info.template = store.read_blob(layer.digest).decode("utf-8")
+            text = store.read_blob(layer.digest).decode("utf-8")
+            from .prompt.families import is_jinja
+
+            if is_jinja(text):
+                info.jinja_template = text
+            else:
+                info.template = text
         elif mt == MEDIA_SYSTEM:
             info.system = store.read_blob(layer.digest).decode("utf-8")
         elif mt == MEDIA_PARAMS:

@@ -151,11 +151,12 @@ class _Registry:
         return h
 
     def send(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-             what: str) -> httpx.Response:
+             what: str, content: bytes | None = None) -> httpx.Response:
         """Send one streamed request, answering a Bearer challenge once. Transport errors
         become :class:`Transient`; the caller closes the response."""
         for attempt in range(2):
-            req = self.client.build_request(method, url, headers=self._headers(url, headers))
+            req = self.client.build_request(method, url, headers=self._headers(url, headers),
+                                            content=content)
             try:
                 resp = self.client.send(req, stream=True)
             except httpx.TimeoutException as e:

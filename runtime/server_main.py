@@ -45,6 +45,13 @@ def prepare_store(settings: Settings) -> Store:
     return store
 
 
+def configure_logging(settings: Settings) -> None:
+    """OLLAMA_DEBUG=1: llmcrate's own debug lines (rendered prompts, scheduling) are shown; the
+    CLI keeps everything else at WARNING."""
+    if settings.debug:
+        logging.getLogger("runtime").setLevel(logging.DEBUG)
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises AddressInUse when the port is taken."""
     import uvicorn
@@ -57,6 +64,7 @@ def serve(settings: Settings) -> None:
     except BaseException:
         sock.close()
         raise
+    configure_logging(settings)
     app = create_app(settings, store=store)
     config = uvicorn.Config(app, log_level="debug" if settings.debug else "info",
                             access_log=True, timeout_keep_alive=30, proxy_headers=False,

@@ -1,10 +1,10 @@
 """What ``/api/show``, ``/api/tags`` and ``llmcrate show/list`` report about models."""
 from __future__ import annotations
 
-import datetime as _dt
 from typing import Any
 
 from .errors import GGUFError
+from .format import rfc3339_nano
 from .gguf_info import read_gguf_info
 from .model import ModelInfo, details_of, load_model_info
 from .modelfile import render_modelfile
@@ -13,7 +13,8 @@ from .store import Manifest, Store
 
 
 def rfc3339(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat()
+    """A file time as Ollama writes ``modified_at`` (RFC 3339, nanoseconds, local zone)."""
+    return rfc3339_nano(ts)
 
 
 def _go_value(v: Any) -> str:
@@ -38,51 +39,71 @@ def parameters_text(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def template_text(info: ModelInfo, kv: dict[str, Any] | None) -> tuple[str | None, bool]:
+    """``(text, is_go)``: the template a model is prompted with, as ``/api/show`` reports it:
+    the Go template layer, else a Jinja template layer, else the GGUF's ``chat_template``."""
+    if info.template is not None:
+        return info.template, True
+    if info.jinja_template is not None:
+        return info.jinja_template, False
+    own = (kv or {}).get("tokenizer.chat_template")
+    return (own if isinstance(own, str) else None), False
+
+
 def capabilities(info: ModelInfo, kv: dict[str, Any] | None) -> list[str]:
     caps: list[str] = []
     arch = (kv or {}).get("general.architecture", "")
+    text, go = template_text(info, kv)
     is_embedding = bool(kv) and f"{arch}.pooling_type" in kv and not info.template
     caps.append("embedding" if is_embedding else "completion")
-    tmpl = info.template or ""
-    if ".Tools" in tmpl:
+    tmpl = text or ""
+    if (".Tools" in tmpl) if go else ("tools" in tmpl):
         caps.append("tools")
-    if ".Suffix" in tmpl:
+    if go and ".Suffix" in tmpl:
         caps.append("insert")
     if info.projectors:
         caps.append("vision")
-    if ".Think" in tmpl:
+    if (".Think" in tmpl) if go else any(
+            k in tmpl for k in ("enable_thinking", "reasoning_effort", "<think>")):
         caps.append("thinking")
     return caps
 
 
-def modelfile_text(info: ModelInfo) -> str:
+def modelfile_text(info: ModelInfo, kv: dict[str, Any] | None = None) -> str:
+    """``show --modelfile``: creating a model from it gives the same prompts (the template in
+    use is written out, Jinja included)."""
+    text, _ = template_text(info, kv)
     return render_modelfile(name=info.name.display, from_=str(info.model_path),
-                            template=info.template if info.template is not None else "{{ .Prompt }}",
+                            template=text if text is not None else "{{ .Prompt }}",
                             system=info.system,
                             parameters=info.params, adapters=[str(a) for a in info.adapters],
                             licenses=info.licenses, messages=info.messages)
 
 
 def show_model(store: Store, name: str | ModelName, *, verbose: bool = False) -> dict[str, Any]:
-    """Exactly the body ``/api/show`` answers with."""
+    """Exactly the body ``/api/show`` answers with (the header read is cached per blob)."""
     info = load_model_info(store, name)
     try:
-        gi = read_gguf_info(info.model_path)
+        gi = read_gguf_info(info.model_path, verbose=verbose)
         model_info: dict[str, Any] | None = gi.model_info(verbose=verbose)
         kv: dict[str, Any] | None = gi.kv
     except GGUFError:
         model_info, kv = None, None
+    try:
+        modified = rfc3339_nano(store.manifest_path(info.name).stat().st_mtime_ns, ns=True)
+    except (OSError, ValueError):
+        modified = rfc3339(info.modified_at)
     out: dict[str, Any] = {
         "license": "\n".join(info.licenses) if info.licenses else None,
-        "modelfile": modelfile_text(info),
+        "modelfile": modelfile_text(info, kv),
         "parameters": parameters_text(info.params) or None,
-        "template": info.template,
+        "template": template_text(info, kv)[0],
         "system": info.system,
         "details": info.details,
         "messages": info.messages or None,
         "model_info": model_info,
         "capabilities": capabilities(info, kv),
-        "modified_at": rfc3339(info.modified_at),
+        "modified_at": modified,
     }
     return {k: v for k, v in out.items() if v is not None}
 

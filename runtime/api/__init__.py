@@ -11,7 +11,9 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── prompting.py  seam to runtime.prompt (prompt building, tool-call parsing)
     ├── inference.py  chat / generate / embed runs shared by both routers
     ├── ollama.py     /api/* routes
-    └── openai.py     /v1/* routes
+    ├── openai.py     /v1/* routes (chat/completions, completions, models, embeddings)
+    ├── responses.py  /v1/responses (OpenAI Responses API, stateless)
+    └── anthropic.py  /v1/messages (Anthropic Messages API)
 """
 from __future__ import annotations
 
@@ -26,13 +28,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import __version__
 from ..config import Settings
 from ..errors import LlmcrateError
 from ..scheduler import Scheduler
 from ..store import Store
-from .errors import ApiError, error_response, is_openai, openai_body
+from .errors import ApiError, error_body, error_response, is_openai
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -79,10 +82,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.store = store
 
-    from . import ollama, openai
+    from . import anthropic, ollama, openai, responses
 
     app.include_router(ollama.router(service))
     app.include_router(openai.router(service))
+    app.include_router(responses.router(service))
+    app.include_router(anthropic.router(service))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -95,7 +100,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_openai(request):
-            return JSONResponse(openai_body(exc.status_code, str(exc.detail)),
+            return JSONResponse(error_body(request, exc.status_code, str(exc.detail)),
                                 status_code=exc.status_code)
         # gin's answers for unknown routes and methods
         text = {404: "404 page not found", 405: "405 method not allowed"}.get(
@@ -115,7 +120,29 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                            allow_headers=CORS_HEADERS)
     app.add_middleware(AllowedHosts, bind_host=settings.host.host)
+    app.add_middleware(VersionHeader)
     return app
+
+
+class VersionHeader:
+    """``X-Llmcrate-Version`` on every answer: llmcrate's own version (``/api/version`` reports
+    the Ollama API version llmcrate implements)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.header = (b"x-llmcrate-version", __version__.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class AllowedHosts:

@@ -1,7 +1,8 @@
 """The one place that turns errors into HTTP answers, in Ollama's or OpenAI's shape.
 
 Ollama answers ``{"error": "..."}``; the ``/v1`` routes answer OpenAI's
-``{"error": {"message", "type", "param", "code"}}`` (Ollama's ``openai.NewError``).
+``{"error": {"message", "type", "param", "code"}}`` (Ollama's ``openai.NewError``), and
+``/v1/messages`` Anthropic's ``{"type": "error", "error": {"type", "message"}}``.
 """
 from __future__ import annotations
 
@@ -60,10 +61,29 @@ def openai_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+def is_anthropic(request: Request) -> bool:
+    return request.url.path.rstrip("/") == "/v1/messages"
+
+
+def anthropic_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error object (``/v1/messages``)."""
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error"}.get(
+        status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_body(request: Request, status: int, message: str) -> dict[str, Any]:
+    if is_anthropic(request):
+        return anthropic_body(status, message)
+    if is_openai(request):
+        return openai_body(status, message)
+    return {"error": message}
+
+
 def error_response(request: Request, err: BaseException) -> JSONResponse:
     api = to_api_error(err)
-    body = openai_body(api.status, api.message) if is_openai(request) else {"error": api.message}
-    return JSONResponse(body, status_code=api.status)
+    return JSONResponse(error_body(request, api.status, api.message), status_code=api.status)
 
 
 def error_line(err: BaseException) -> bytes:

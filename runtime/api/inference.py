@@ -59,9 +59,12 @@ def _template_text(info: ModelInfo) -> str:
 
 def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = False,
                        suffix: bool = False, think: Any = None, images: bool = False) -> None:
-    """Ollama's CheckCapabilities: 400 when the request needs what the model's template lacks."""
-    text = _template_text(info)
-    go = info.template is not None
+    """Ollama's CheckCapabilities: 400 when the request needs what the model's template lacks
+    (the Go template, else the Jinja the model is rendered with)."""
+    from .prompting import template_in_use
+    from .thinking import THINK_LEVELS
+
+    text, go = template_in_use(info)
     full = str(info.name)
     from .service import gguf_facts
 
@@ -71,7 +74,17 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
         raise ApiError(400, f"{full} does not support tools")
     if suffix and not (".Suffix" in text if go else False):
         raise ApiError(400, f"{full} does not support insert")
-    if think is True and not (".Think" in text if go else "enable_thinking" in text):
+    # api.ThinkValue: a boolean or one of the levels; Bool() is true for true and any level
+    if isinstance(think, str) and think not in THINK_LEVELS:
+        raise ApiError(400, f'invalid think value: "{think}" (must be "high", "medium", "low", '
+                            '"max", true, or false)')
+    if think is not None and not isinstance(think, (bool, str)):
+        raise ApiError(400, 'think must be a boolean or string ("high", "medium", "low", '
+                            '"max", true, or false)')
+    wants = think is True or isinstance(think, str)
+    can = ".Think" in text if go else any(
+        k in text for k in ("enable_thinking", "reasoning_effort", "<think>"))
+    if wants and not can:
         raise ApiError(400, f'"{model}" does not support thinking')
     if images:
         if not info.projectors:
@@ -181,11 +194,21 @@ async def _run(svc: Service, prepared: Prepared, prompt: str | list[int], *, tex
 
 def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
     """The think value for the template: on by default where the template can think, except
-    with a ``format`` (the grammar constrains the output from its first token)."""
-    text = _template_text(info)
+    with a ``format`` (the grammar constrains the output from its first token). A level
+    ("high", "medium", "low", "max") reaches templates that read it (``.ThinkLevel`` /
+    ``reasoning_effort``) as it is, as Ollama passes it."""
+    from .prompting import template_in_use
+
+    text, go = template_in_use(info)
     if think is None and wants_thinking(text, None):
         return False if structured else True
-    return think if wants_thinking(text, think) else (False if think is not None else None)
+    if wants_thinking(text, think):
+        return think
+    reads_level = ".Think" in text if go else ("reasoning_effort" in text
+                                               or "enable_thinking" in text)
+    if think is not None and think is not False and reads_level:
+        return think
+    return False if think is not None else None
 
 
 async def _pieces(stream: AsyncIterator[Chunk], thinking: ThinkingParser | None,

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .. import __version__
+from .. import OLLAMA_API_VERSION
 from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
 from ..names import parse_name
 from ..store import check_digest, new_temp_file
@@ -47,7 +47,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.api_route("/api/version", methods=["GET", "HEAD"])
     async def version() -> dict[str, str]:
-        return {"version": __version__}
+        return {"version": OLLAMA_API_VERSION}
 
     # -- inference ---------------------------------------------------------------------------
     @r.post("/api/generate")
@@ -173,9 +173,11 @@ def router(svc: Service) -> APIRouter:
         except LlmcrateError:
             raise ApiError(400, f'name "{name}" is invalid') from None
         try:
-            await asyncio.to_thread(svc.store.delete, name)
+            digest = await asyncio.to_thread(_delete_model, svc, name)
         except ModelNotFound:
             raise ApiError(404, f'model "{name}" not found') from None
+        if digest is not None:   # no other name points at it: unload it now, as Ollama does
+            svc.scheduler.expire(digest=digest)
         return Response(status_code=200)
 
     @r.head("/api/blobs/{digest}")
@@ -204,6 +206,13 @@ def router(svc: Service) -> APIRouter:
         body = await read_body(request, NameBody)
         name = _required_name(body.target)
         work = _pull_job(svc, name, insecure=body.insecure)
+        return await _progress_answer(work, stream=body.stream is not False)
+
+    @r.post("/api/push")
+    async def push(request: Request) -> Response:
+        body = await read_body(request, NameBody)
+        name = _required_name(body.target)
+        work = _push_job(svc, name, insecure=body.insecure)
         return await _progress_answer(work, stream=body.stream is not False)
 
     return r
@@ -278,6 +287,17 @@ def _required_name(name: str) -> str:
     except LlmcrateError as e:
         raise ApiError(400, str(e)) from None
     return name
+
+
+def _delete_model(svc: Service, name: str) -> str | None:
+    """Delete ``name``; the deleted manifest's digest when no remaining name points at it."""
+    manifest = svc.store.delete(name)
+    if manifest is None:
+        return None
+    digest = manifest.digest
+    if any(e.manifest.digest == digest for e in svc.store.list_models()):
+        return None
+    return digest
 
 
 def _digest(digest: str) -> None:
@@ -459,3 +479,13 @@ def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
 
     return job
 
+
+
+def _push_job(svc: Service, name: str, *, insecure: bool) -> Job:
+    from ..push import push_model
+
+    def job(report: Callable[[dict[str, Any]], None]) -> None:
+        push_model(svc.store, name, insecure=insecure,
+                   progress=lambda d: report({k: v for k, v in d.items() if v is not None}))
+
+    return job

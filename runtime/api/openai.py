@@ -23,6 +23,7 @@ from .errors import ApiError, openai_body, to_api_error
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
 from .service import Service, unless_disconnected, watch_disconnect
+from .thinking import think_from_reasoning_effort
 
 FINGERPRINT = "fp_ollama"
 
@@ -145,6 +146,14 @@ def _openai_calls(calls: list[dict[str, Any]], start: int = 0) -> list[dict[str,
     return out
 
 
+def reasoning_think(raw: dict[str, Any]) -> Any:
+    """``reasoning: {effort}`` (preferred) or ``reasoning_effort`` as Ollama's think value."""
+    reasoning = raw.get("reasoning")
+    if isinstance(reasoning, dict):
+        return think_from_reasoning_effort(reasoning.get("effort"))
+    return think_from_reasoning_effort(raw.get("reasoning_effort"))
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
@@ -162,7 +171,8 @@ def router(svc: Service) -> APIRouter:
         stream = bool(raw.get("stream"))
         include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
         body = parse_body({"model": raw.get("model", ""), "tools": raw.get("tools") or None,
-                           "options": _options(raw), "format": _format(raw), "stream": stream},
+                           "options": _options(raw), "format": _format(raw), "stream": stream,
+                           "think": reasoning_think(raw)},
                           ChatBody)
         body.messages = _messages(raw.get("messages"))
         run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))

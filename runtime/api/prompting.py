@@ -24,7 +24,25 @@ def _jinja(info: ModelInfo) -> tuple[str | None, str, str]:
     if info.template is not None:
         return None, "", ""
     facts = gguf_facts(info.model_path)
-    return facts.chat_template, facts.bos, facts.eos
+    jinja = info.jinja_template if info.jinja_template is not None else facts.chat_template
+    return jinja, facts.bos, facts.eos
+
+
+def template_in_use(info: ModelInfo) -> tuple[str, bool]:
+    """``(text, is_go)``: the model's Go template, else the Jinja it is rendered with (a Jinja
+    template layer, else the GGUF's chat_template), else ``("", False)``."""
+    if info.template is not None:
+        return info.template, True
+    return _jinja(info)[0] or "", False
+
+
+def _log_prompt(kind: str, prompt: str, messages: list[dict[str, Any]] | None = None) -> str:
+    # OLLAMA_DEBUG=1: the rendered prompt, as Ollama's "chat request" / "generate request" lines
+    if logger.isEnabledFor(logging.DEBUG):
+        images = sum(len(m.get("images") or []) for m in messages or [])
+        logger.debug("%s request: images=%d prompt=%s", kind, images,
+                     json.dumps(prompt, ensure_ascii=False))
+    return prompt
 
 
 def build_chat_prompt(info: ModelInfo, messages: list[dict[str, Any]], *,
@@ -33,10 +51,11 @@ def build_chat_prompt(info: ModelInfo, messages: list[dict[str, Any]], *,
     """Ollama's chat prompt: the model's MESSAGEs, then the request's, SYSTEM prepended,
     oldest turns dropped until it fits ``num_ctx``."""
     jinja, bos, eos = _jinja(info)
-    return chat_prompt(template=info.template, jinja_template=jinja,
-                       messages=[dict(m) for m in info.messages] + messages, tools=tools or None,
-                       system=info.system, think=think, bos_token=bos, eos_token=eos,
-                       count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx)
+    return _log_prompt("chat", chat_prompt(
+        template=info.template, jinja_template=jinja,
+        messages=[dict(m) for m in info.messages] + messages, tools=tools or None,
+        system=info.system, think=think, bos_token=bos, eos_token=eos,
+        count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx), messages)
 
 
 def build_generate_prompt(info: ModelInfo, *, prompt: str, system: str, suffix: str,
@@ -47,12 +66,13 @@ def build_generate_prompt(info: ModelInfo, *, prompt: str, system: str, suffix: 
     if not suffix and not template:
         msgs: list[dict[str, Any]] = [] if has_context else [dict(m) for m in info.messages]
         msgs.append({"role": "user", "content": prompt})
-        return chat_prompt(template=info.template, jinja_template=jinja, messages=msgs,
-                           system=system or info.system, think=think, bos_token=bos,
-                           eos_token=eos, count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx)
-    return generate_prompt(template=template or info.template, jinja_template=jinja,
-                           prompt=prompt, system=system or info.system, suffix=suffix,
-                           think=think, bos_token=bos, eos_token=eos)
+        return _log_prompt("generate", chat_prompt(
+            template=info.template, jinja_template=jinja, messages=msgs,
+            system=system or info.system, think=think, bos_token=bos, eos_token=eos,
+            count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx))
+    return _log_prompt("generate", generate_prompt(
+        template=template or info.template, jinja_template=jinja, prompt=prompt,
+        system=system or info.system, suffix=suffix, think=think, bos_token=bos, eos_token=eos))
 
 
 class ToolCalls:

@@ -6,6 +6,7 @@ leading white space of the answer is dropped. Partial tags are held back across 
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 OPEN, CLOSE = "<think>", "</think>"
@@ -21,7 +22,7 @@ def wants_thinking(template: str | None, think: Any) -> bool:
     if think is False or think == "none":
         return False
     return thinking_tags(template) is not None and (
-        think is None or think is True or think in ("high", "medium", "low"))
+        think is None or think is True or think in THINK_LEVELS)
 
 
 class ThinkingParser:
@@ -77,3 +78,22 @@ def _partial_suffix(text: str, tag: str) -> int:
         if text.endswith(tag[:n]):
             return n
     return 0
+
+
+#: the string values of Ollama's ``think`` (api.ThinkValue); any of them turns thinking on
+THINK_LEVELS = ("high", "medium", "low", "max")
+
+
+def think_from_reasoning_effort(effort: Any) -> Any:
+    """OpenAI's ``reasoning_effort`` as Ollama's think value (openai.thinkFromReasoningEffort):
+    None leaves the model's default; tiers beyond Ollama's are clamped; others are an error."""
+    from .errors import ApiError
+
+    if effort is None or effort == "":
+        return None
+    mapping = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+               "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+    if not isinstance(effort, str) or effort not in mapping:
+        raise ApiError(400, f"invalid reasoning value: {json.dumps(effort)} (must be \"minimal\", "
+                            "\"low\", \"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")")
+    return mapping[effort]

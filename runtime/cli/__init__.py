@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "rm": "runtime.cli.models:rm",
     "pull": "runtime.cli.pull:pull",
     "template": "runtime.cli.template:template",
+    "push": "runtime.cli.push:push",
+    "help": "runtime.cli.help:help_cmd",
     "bundle": "bundler.cli:bundle",
 }
 

@@ -63,7 +63,7 @@ def _think_values(think: bool | str | None) -> dict[str, Any]:
     if think is None:
         return {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
     if isinstance(think, str):
-        return {"Think": think in ("high", "medium", "low"), "ThinkLevel": think,
+        return {"Think": think in ("high", "medium", "low", "max"), "ThinkLevel": think,
                 "IsThinkSet": True}
     return {"Think": bool(think), "ThinkLevel": "medium" if think else "", "IsThinkSet": True}
 

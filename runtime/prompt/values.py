@@ -171,11 +171,10 @@ class ToolFunction(GoStruct):
         return json_marshal(self)
 
     def go_json(self) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = [("name", self.Name)]
-        if self.Description:
-            out.append(("description", self.Description))
-        out.append(("parameters", self.Parameters))
-        return out
+        # template.templateToolFunction: `json:"description"` has no omitempty, so an empty
+        # description is written as "" (api.ToolFunction would omit it; templates get the former)
+        return [("name", self.Name), ("description", self.Description),
+                ("parameters", self.Parameters)]
 
 
 class Tool(GoStruct):

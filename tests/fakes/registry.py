@@ -7,6 +7,10 @@
 Routes: ``GET|HEAD /v2/<ns>/<model>/manifests/<tag>``, ``GET|HEAD /v2/<ns>/<model>/blobs/<digest>``,
 ``GET /token`` (the Bearer realm), ``GET /_stats[?digest=]`` (bytes served, for benchmarks
 that run the registry in another process) and, on a second port, the "CDN" ``GET|HEAD /cdn/<digest>``.
+Pushes (docker v2 uploads): ``POST /v2/<repo>/blobs/uploads/`` opens a session (202 + Location),
+``PATCH <location>`` appends (``Content-Range`` checked), ``PUT <location>?digest=`` verifies and
+stores the blob (201), ``PUT /v2/<repo>/manifests/<tag>`` stores a manifest whose blobs are all
+present (201; 400 ``MANIFEST_BLOB_UNKNOWN`` otherwise). ``pushed`` lists the manifests received.
 
 Switches (attributes, change them any time): ``redirect_to_cdn`` (False or a 3xx code: 301, 302,
 303, 307, 308; True means 307), ``plain_200`` (serve blobs from the registry port itself; the
@@ -93,6 +97,8 @@ class FakeRegistry:
         self.deny_token = False
         self.fail_next = 0
         self.faults = Faults()
+        self.uploads: dict[str, bytearray] = {}     # upload session id -> bytes so far
+        self.pushed: list[str] = []                  # "ns/model:tag" of manifests pushed
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._api: Server | None = None
@@ -292,6 +298,100 @@ class _RegistryHandler(Handler):
         if not reg.plain_200:
             return self._error(500, "UNSUPPORTED", "no redirect configured and plain_200 is off")
         self.send_file(path, faults=reg.faults, headers={"Docker-Content-Digest": ref})
+
+    # -- pushes ------------------------------------------------------------------------------
+    _UPLOAD = re.compile(r"^/v2/(?P<repo>[^/]+/[^/]+)/blobs/uploads/(?P<id>[0-9a-f]*)$")
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _push_denied(self, repo: str) -> bool:
+        reg = self.reg
+        if reg.bearer and self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            challenge = (f'Bearer realm="{reg.base_url}/token",service="fake-registry",'
+                         f'scope="repository:{repo}:push,pull"')
+            self._body()
+            self._error(401, "UNAUTHORIZED", "authentication required",
+                        headers={"WWW-Authenticate": challenge})
+            return True
+        return False
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        url = urlsplit(self.path)
+        m = self._UPLOAD.match(url.path)
+        if not m or m.group("id"):
+            self._body()
+            return self._error(404, "NOT_FOUND", "not found")
+        if self._push_denied(m.group("repo")):
+            return
+        self._body()
+        session = os.urandom(8).hex()
+        with self.reg._lock:
+            self.reg.uploads[session] = bytearray()
+        self.send_bytes(202, b"", headers={
+            "Location": f"/v2/{m.group('repo')}/blobs/uploads/{session}",
+            "Docker-Upload-UUID": session, "Range": "0-0"})
+
+    def do_PATCH(self) -> None:  # noqa: N802 - stdlib name
+        url = urlsplit(self.path)
+        m = self._UPLOAD.match(url.path)
+        if not m or not m.group("id"):
+            self._body()
+            return self._error(404, "NOT_FOUND", "not found")
+        if self._push_denied(m.group("repo")):
+            return
+        data = self._body()
+        buf = self.reg.uploads.get(m.group("id"))
+        if buf is None:
+            return self._error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
+        start = int((self.headers.get("Content-Range") or f"{len(buf)}-").split("-")[0])
+        if start != len(buf):
+            return self._error(416, "BLOB_UPLOAD_INVALID", f"expected offset {len(buf)}")
+        buf.extend(data)
+        self.send_bytes(202, b"", headers={"Location": url.path,
+                                            "Range": f"0-{max(0, len(buf) - 1)}"})
+
+    def do_PUT(self) -> None:  # noqa: N802 - stdlib name
+        reg = self.reg
+        url = urlsplit(self.path)
+        up = self._UPLOAD.match(url.path)
+        man = _V2.match(url.path)
+        if up and up.group("id"):
+            if self._push_denied(up.group("repo")):
+                return
+            data = self._body()
+            buf = reg.uploads.pop(up.group("id"), None)
+            if buf is None:
+                return self._error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
+            buf.extend(data)
+            digest = parse_qs(url.query).get("digest", [""])[0]
+            actual = "sha256:" + hashlib.sha256(buf).hexdigest()
+            if digest != actual:
+                return self._error(400, "DIGEST_INVALID", f"digest {digest} != {actual}")
+            reg.add_blob(bytes(buf))
+            return self.send_bytes(201, b"", headers={"Docker-Content-Digest": actual,
+                                                      "Location": f"/v2/{up.group('repo')}/blobs/{actual}"})
+        if man and man.group("kind") == "manifests":
+            if self._push_denied(man.group("repo")):
+                return
+            raw = self._body()
+            try:
+                doc = json.loads(raw)
+                digests = [doc["config"]["digest"], *(x["digest"] for x in doc["layers"])]
+            except (ValueError, KeyError, TypeError):
+                return self._error(400, "MANIFEST_INVALID", "manifest invalid")
+            missing = [d for d in digests if not reg.blob_file(d).is_file()]
+            if missing:
+                return self._error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown: {missing[0]}")
+            key = f"{man.group('repo')}:{man.group('ref')}"
+            with reg._lock:
+                reg.manifests[key] = raw
+                reg.pushed.append(key)
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            return self.send_bytes(201, b"", headers={"Docker-Content-Digest": digest})
+        self._body()
+        self._error(404, "NOT_FOUND", "not found")
 
     def _token(self, query: dict[str, list[str]]) -> None:
         if self.reg.deny_token:

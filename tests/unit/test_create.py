@@ -83,7 +83,9 @@ def test_from_existing_model_merges_params_and_replaces_system(tmp_path: Path,
     assert child.layers[0] == base.layers[0], "weights are shared, not copied"
     info = load_model_info(store, "child")
     assert info.system == "two"
-    assert info.params == {"temperature": 0.9, "top_k": 20}
+    # the base took ChatML's stop tokens with the template detected from the GGUF
+    assert info.params == {"temperature": 0.9, "top_k": 20,
+                           "stop": ["<|im_start|>", "<|im_end|>"]}
     assert len(list(store.blobs_dir.glob("sha256-*"))) >= 5
 
 

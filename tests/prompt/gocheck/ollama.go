@@ -71,7 +71,7 @@ func (p *Params) String() string { b, _ := json.Marshal(p); return string(b) }
 
 type ToolFunction struct {
 	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
+	Description string `json:"description"` // template.templateToolFunction: no omitempty
 	Parameters  Params `json:"parameters"`
 }
 

@@ -48,3 +48,10 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def models_dir(tmp_path: Path) -> Path:
     return tmp_path / "models"
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny vision model: ``(model.gguf, mmproj.gguf)``, a LLaVA-style projector whose
+    embeddings match the language model (``make_tiny_model.py --vision``)."""
+    return make_tiny_model.write_tiny_vision(tmp_path_factory.mktemp("vision"))

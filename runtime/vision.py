@@ -377,6 +377,18 @@ class MediaPrompt:
         self.close()
 
 
+def _grey_png(width: int, height: int) -> bytes:
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = (b"\x00" + b"\x80" * width) * height
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 _log_callback: Any = None
 
 
@@ -440,6 +452,7 @@ class VisionContext:
             raise EngineError("the model's projector has no vision encoder (audio only?)")
         self.marker = (mtmd.mtmd_default_marker() or MTMD_MARKER.encode()).decode()
         self._model = model
+        self._tokens_per_image: int | None = None
 
     # lifecycle
     def close(self) -> None:
@@ -466,6 +479,15 @@ class VisionContext:
     def uses_mrope(self) -> bool:
         """M-RoPE models (qwen2-vl …) give image tokens 2-D positions: ``n_pos`` < ``n_tokens``."""
         return bool(self._lib.mtmd_decode_use_mrope(self._ctx))
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Embeddings one 512x512 picture becomes (fixed-size projectors: every picture), for
+        the prompt builder's context budget (``chat_prompt(image_tokens=…)``)."""
+        if self._tokens_per_image is None:
+            with self.tokenize([_grey_png(512, 512)]) as p:
+                self._tokens_per_image = p.n_tokens
+        return self._tokens_per_image
 
     # images
     def _bitmap(self, data: bytes, index: int) -> Any:

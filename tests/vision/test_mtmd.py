@@ -86,6 +86,7 @@ def _eval(lm: Loaded, prompt: str, images: list[bytes], *, seq_id: int = 0) -> A
 def test_marker_matches_library(loaded: Loaded):
     assert loaded.vision.marker == MTMD_MARKER
     assert not loaded.vision.uses_non_causal and not loaded.vision.uses_mrope
+    assert loaded.vision.tokens_per_image == 16      # (32 / 8) ** 2, whatever the picture size
 
 
 def test_chunks_place_the_image_where_the_tag_is(loaded: Loaded):
@@ -166,3 +167,45 @@ def test_corrupt_image_never_starts_ffmpeg(loaded: Loaded, tmp_path: Path,
     with pytest.raises(ImageError, match="could not decode"):
         loaded.vision.tokenize([good[:40] + b"\x00" * 30 + good[70:]])
     assert not ran.exists()
+
+
+def test_image_sequence_continues_in_a_shared_batch(loaded: Loaded):
+    """The runner's loop: seq 1 gets its image prompt through mtmd, seq 0 a text prompt through
+    llama_decode; then one batch per step advances both sequences."""
+    lm = loaded
+    r = _eval(lm, CHATML.format("[img-0]what is it?"), [png()], seq_id=1)
+    greedy = _greedy()
+    first = llama_cpp.llama_sampler_sample(greedy, lm.ctx, -1)
+    text = CHATML.format("hello").encode()
+    toks = (llama_cpp.llama_token * 256)()
+    n = llama_cpp.llama_tokenize(lm.vocab, text, len(text), toks, 256, False, True)
+    batch = llama_cpp.llama_batch_init(256, 0, 2)
+    try:
+        batch.n_tokens = n
+        for i in range(n):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = toks[i], i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, int(i == n - 1)
+        assert llama_cpp.llama_decode(lm.ctx, batch) == 0
+        past = {0: n, 1: r.n_past}
+        nxt = {0: llama_cpp.llama_sampler_sample(greedy, lm.ctx, n - 1), 1: first}
+        for _ in range(4):
+            batch.n_tokens = 2
+            for i, seq in enumerate((0, 1)):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = nxt[seq], past[seq], 1
+                batch.seq_id[i][0], batch.logits[i] = seq, 1
+                past[seq] += 1
+            assert llama_cpp.llama_decode(lm.ctx, batch) == 0
+            nxt = {seq: llama_cpp.llama_sampler_sample(greedy, lm.ctx, i)
+                   for i, seq in enumerate((0, 1))}
+        mem = llama_cpp.llama_get_memory(lm.ctx)
+        assert llama_cpp.llama_memory_seq_pos_max(mem, 1) == r.n_past + 3
+        assert llama_cpp.llama_memory_seq_pos_max(mem, 0) == n + 3
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_sampler_free(greedy)
+
+
+def _greedy() -> Any:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+    return chain

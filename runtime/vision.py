@@ -98,10 +98,10 @@ def decode_base64_image(data: str, *, index: int | None = None,
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        if len(text) % 4 and re.fullmatch(r"[A-Za-z0-9+/]*", text):
-            reason = "invalid base64 image data (truncated: its length is not a multiple of 4)"
-        elif re.fullmatch(r"[A-Za-z0-9_-]*=*", text):
+        if re.search(r"[-_]", text) and re.fullmatch(r"[A-Za-z0-9_-]*=*", text):
             reason = "invalid base64 image data (URL-safe alphabet; use standard base64)"
+        elif len(text) % 4 and re.fullmatch(r"[A-Za-z0-9+/]*=*", text):
+            reason = "invalid base64 image data (truncated: its length is not a multiple of 4)"
         else:
             reason = "invalid base64 image data"
         raise ImageError(reason, index=index) from None
@@ -337,8 +337,9 @@ class ChunkInfo:
 @dataclass
 class EvalResult:
     n_past: int      # the sequence's next position
-    n_tokens: int    # prompt tokens decoded (text tokens plus image embeddings)
+    n_tokens: int    # prompt tokens (text tokens plus image embeddings)
     n_images: int
+    pending_token: int | None = None   # hold_last: the prompt's last token, not yet decoded
 
 
 @dataclass
@@ -589,12 +590,15 @@ class VisionContext:
         return out
 
     def eval(self, lctx: Any, prompt: MediaPrompt, *, seq_id: int, n_past: int, n_batch: int,
-             logits_last: bool = True) -> EvalResult:
+             logits_last: bool = True, hold_last: bool = False) -> EvalResult:
         """Decode ``prompt`` into sequence ``seq_id`` of ``lctx`` from position ``n_past``.
 
         Text chunks go in ``n_batch``-token batches, image chunks are encoded by the projector
-        and their embeddings decoded; with ``logits_last`` the last text token's logits are
-        kept, so ``llama_sampler_sample(smpl, lctx, -1)`` samples the first answer token.
+        and their embeddings decoded. With ``logits_last`` the last text token's logits are
+        kept, so ``llama_sampler_sample(smpl, lctx, -1)`` samples the first answer token (do
+        it before the next ``llama_decode``). With ``hold_last`` the prompt's last token is
+        not decoded: it comes back as ``pending_token`` for the caller's next shared batch (at
+        position ``n_past``, logits on), like any sequence's next input token.
         On failure the positions this call wrote are removed from the sequence.
 
         Raises:
@@ -604,22 +608,64 @@ class VisionContext:
 
         if not prompt._chunks:
             raise EngineError("the prompt was already freed")
-        new_past = llama_cpp.llama_pos(n_past)
-        rc = self._lib.mtmd_helper_eval_chunks(self._ctx, lctx, prompt._chunks, n_past, seq_id,
-                                               n_batch, bool(logits_last),
-                                               ctypes.byref(new_past))
+        mtmd = self._lib
+        last = prompt.chunks[-1] if prompt.chunks else None
+        hold = hold_last and last is not None and last.kind == "text" and last.n_tokens > 0
+        pos = n_past
+        rc = 0
+        if not hold:
+            new_past = llama_cpp.llama_pos(n_past)
+            rc = mtmd.mtmd_helper_eval_chunks(self._ctx, lctx, prompt._chunks, n_past, seq_id,
+                                              n_batch, bool(logits_last), ctypes.byref(new_past))
+            pos = int(new_past.value)
+        else:
+            for i in range(len(prompt.chunks) - 1):
+                new_past = llama_cpp.llama_pos(pos)
+                rc = mtmd.mtmd_helper_eval_chunk_single(
+                    self._ctx, lctx, mtmd.mtmd_input_chunks_get(prompt._chunks, i), pos, seq_id,
+                    n_batch, False, ctypes.byref(new_past))
+                if rc != 0:
+                    break
+                pos = int(new_past.value)
+            if rc == 0:
+                rc = _decode_tokens(lctx, last.tokens[:-1], pos=pos, seq_id=seq_id,  # type: ignore[union-attr]
+                                    n_batch=n_batch)
+                pos += last.n_tokens - 1  # type: ignore[union-attr]
         if rc != 0:
             mem = llama_cpp.llama_get_memory(lctx)
             llama_cpp.llama_memory_seq_rm(mem, seq_id, n_past, -1)
             what = "the context is full" if rc == 1 else f"llama.cpp error {rc}"
             raise EngineError(f"cannot evaluate the prompt with its images: {what}")
-        return EvalResult(n_past=int(new_past.value), n_tokens=prompt.n_tokens,
-                          n_images=prompt.n_images)
+        return EvalResult(n_past=pos, n_tokens=prompt.n_tokens, n_images=prompt.n_images,
+                          pending_token=last.tokens[-1] if hold else None)  # type: ignore[union-attr]
 
     def eval_parts(self, lctx: Any, parts: Sequence[Part], *, seq_id: int, n_past: int,
-                   n_batch: int, add_special: bool = False,
-                   logits_last: bool = True) -> EvalResult:
+                   n_batch: int, add_special: bool = False, logits_last: bool = True,
+                   hold_last: bool = False) -> EvalResult:
         """:meth:`tokenize` then :meth:`eval`, freeing the chunks."""
         with self.tokenize(parts, add_special=add_special) as prompt:
             return self.eval(lctx, prompt, seq_id=seq_id, n_past=n_past, n_batch=n_batch,
-                             logits_last=logits_last)
+                             logits_last=logits_last, hold_last=hold_last)
+
+
+def _decode_tokens(lctx: Any, tokens: Sequence[int], *, pos: int, seq_id: int,
+                   n_batch: int) -> int:
+    """Decode ``tokens`` into ``seq_id`` from ``pos`` without logits; llama_decode's status."""
+    import llama_cpp
+
+    if not tokens:
+        return 0
+    batch = llama_cpp.llama_batch_init(min(n_batch, len(tokens)), 0, 1)
+    try:
+        for start in range(0, len(tokens), n_batch):
+            part = tokens[start:start + n_batch]
+            batch.n_tokens = len(part)
+            for i, tok in enumerate(part):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos + start + i, 1
+                batch.seq_id[i][0], batch.logits[i] = seq_id, 0
+            rc = llama_cpp.llama_decode(lctx, batch)
+            if rc != 0:
+                return int(rc)
+        return 0
+    finally:
+        llama_cpp.llama_batch_free(batch)

@@ -29,6 +29,8 @@ def test_base64_round_trip_and_data_prefix_and_line_breaks():
 @pytest.mark.parametrize("text, reason", [
     ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAI", None),  # valid prefix of a PNG: decodes (sniffed later)
     ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAA", "truncated"),
+    ("iVBO=Rw0", "invalid base64 image data$"),   # padding in the middle: not "URL-safe"
+    ("iVBOR=", "truncated"),
     ("not base64!", "invalid base64"),
     ("aGk_aGk-", "URL-safe"),
     ("", "empty"),

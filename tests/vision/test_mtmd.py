@@ -209,3 +209,26 @@ def _greedy() -> Any:
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
     return chain
+
+
+def test_hold_last_leaves_the_last_token_for_the_shared_batch(loaded: Loaded):
+    prompt = CHATML.format("[img-0]describe it")
+    whole = _eval(loaded, prompt, [png()])
+    expected = loaded.logits()
+    loaded.clear()
+    held = loaded.vision.eval_parts(loaded.ctx, split_image_tags(prompt, [png()]), seq_id=0,
+                                    n_past=0, n_batch=N_BATCH, hold_last=True)
+    assert held.pending_token is not None and whole.pending_token is None
+    assert held.n_past == whole.n_past - 1 and held.n_tokens == whole.n_tokens
+    mem = llama_cpp.llama_get_memory(loaded.ctx)
+    assert llama_cpp.llama_memory_seq_pos_max(mem, 0) == held.n_past - 1
+    batch = llama_cpp.llama_batch_init(1, 0, 1)
+    try:
+        batch.n_tokens = 1
+        batch.token[0], batch.pos[0], batch.n_seq_id[0] = held.pending_token, held.n_past, 1
+        batch.seq_id[0][0], batch.logits[0] = 0, 1
+        assert llama_cpp.llama_decode(loaded.ctx, batch) == 0
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    got = loaded.logits()
+    assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-3

@@ -6,7 +6,7 @@ import base64
 import json
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import httpx
 import pytest

@@ -15,8 +15,8 @@ the commit is recorded in the model's config blob (``"llmcrate": {"source", "rev
 The GGUF becomes a model the way ``ollama pull hf.co/…`` makes one: model layer(s) (a split
 GGUF, ``-00001-of-0000N.gguf``, keeps every shard as a model layer, in order), a template layer
 from ``tokenizer.chat_template`` (:mod:`bundler.chat_templates`), a params layer with the stop
-tokens, a projector layer when the repo has one ``mmproj`` file, and a license layer when the
-card names one. Each file's sha256 is checked against the Hub's LFS record before the manifest
+tokens, a projector layer when the repo ships an ``mmproj`` GGUF beside the weights (the one of
+the pulled quant, else F16; :func:`choose_projector`), and a license layer when the card names one. Each file's sha256 is checked against the Hub's LFS record before the manifest
 is written (last).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from runtime.store import (MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAM
 
 from .chat_templates import choose_template
 
-__all__ = ["DEFAULT_QUANT", "HfSource", "pull_hf", "resolve_hf", "quant_of"]
+__all__ = ["DEFAULT_QUANT", "HfSource", "choose_projector", "pull_hf", "resolve_hf", "quant_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,27 @@ def quant_of(filename: str) -> str | None:
 
 def _is_projector(filename: str) -> bool:
     return "mmproj" in filename.rsplit("/", 1)[-1].lower()
+
+
+def choose_projector(projectors: list[str], model_file: str) -> str | None:
+    """The ``mmproj`` GGUF to pull with ``model_file``: one beside it (same folder, else the
+    repo's top level), of the same quant when there is one, else F16, BF16, F32, else the
+    first by name."""
+    folder = model_file.rsplit("/", 1)[0] if "/" in model_file else ""
+
+    def in_folder(f: str, d: str) -> bool:
+        return (f.rsplit("/", 1)[0] if "/" in f else "") == d
+
+    near = [f for f in projectors if in_folder(f, folder)] or \
+        [f for f in projectors if in_folder(f, "")]
+    if not near:
+        return None
+    quant = (quant_of(model_file) or "").upper()
+    for want in ([quant] if quant else []) + ["F16", "BF16", "F32"]:
+        match = sorted(f for f in near if (quant_of(f) or "").upper() == want)
+        if match:
+            return match[0]
+    return sorted(near)[0]
 
 
 def _endpoint() -> str | None:
@@ -171,11 +192,10 @@ def resolve_hf(ref: str, *, revision: str | None = None) -> HfSource:
         missing = [f for f in files if f not in siblings]
         if missing:
             raise RegistryError(f"hf.co/{repo_id}: split GGUF is missing " + ", ".join(missing))
-    projectors = [f for f in ggufs if _is_projector(f)]
-    projector = None
-    if wanted_file is None and projectors:
-        # prefer the full-precision projector when several are offered
-        projector = sorted(projectors, key=lambda f: ("f16" not in f.lower(), f))[0]
+    if _is_projector(chosen):
+        raise RegistryError(f"hf://{repo_id}/{chosen} is a multimodal projector; name the model "
+                            "GGUF (its projector is pulled with it)", status=400)
+    projector = choose_projector([f for f in ggufs if _is_projector(f)], chosen)
     license_id = None
     card = getattr(info, "card_data", None)
     if card is not None:

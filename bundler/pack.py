@@ -92,13 +92,16 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
         from runtime.modelfile import parse_modelfile
         mf = parse_modelfile(m.modelfile.read_text(), path=str(m.modelfile))
         # FROM may name a model above by its target name ("as:"): build from its source name.
-        if mf.from_:
+        # Every FROM line counts (a projector is a second FROM), so each one is rewritten.
+        for ins in [i for i in mf.instructions if i.command == "from"]:
             for other in spec.models:
-                if other.ref and _same(other.target, mf.from_):
+                if other.ref and _same(other.target, ins.args.strip()):
                     source = parse_reference(other.ref)
                     # Hugging Face models are stored under their target name already
-                    mf.from_ = other.target if isinstance(source, HFFileRef) or source.host == "hf.co" \
+                    ins.args = other.target if isinstance(source, HFFileRef) or source.host == "hf.co" \
                         else str(source)  # type: ignore[union-attr]
+        froms = [i.args for i in mf.instructions if i.command == "from"]
+        mf.from_ = froms[-1] if froms else mf.from_
         say(f"creating {m.target} from {m.modelfile}")
         create_model(store, m.target, mf, base_dir=m.modelfile.parent)
         return store.resolve(m.target)

@@ -235,17 +235,16 @@ class Client:
         """
         import os
 
-        from .create import resolve_from
+        from .create import resolve_sources
         from .errors import ModelfileError
 
         yield "gathering model components"
-        src = resolve_from(modelfile, base_dir)
+        src = resolve_sources(modelfile, base_dir)
         files: dict[str, str] | None = None
-        if src is not None:
-            yield f"copying file {src.name}"
-            from .create import split_shards
-
-            files = {p.name: self.create_blob(p) for p in split_shards(src)}
+        for p in src.files:
+            yield f"copying file {p.name}"
+            files = files or {}
+            files[p.name] = self.create_blob(p)
         adapters: dict[str, str] | None = None
         for a in modelfile.adapters or []:
             p = Path(os.path.expanduser(a))
@@ -255,7 +254,7 @@ class Client:
             adapters = adapters or {}
             adapters[p.name] = self.create_blob(p)
         licenses = list(modelfile.licenses or [])
-        for obj in self.create(name, from_=None if files else modelfile.from_, files=files,
+        for obj in self.create(name, from_=src.model, files=files,
                                adapters=adapters, template=modelfile.template, system=modelfile.system,
                                parameters=dict(modelfile.parameters or {}) or None,
                                messages=list(modelfile.messages or []) or None,

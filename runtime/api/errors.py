@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from ..errors import (DigestMismatch, EngineError, InvalidName, LlmcrateError, ModelfileError,
-                      ModelNotFound, ServerBusy, TemplateError)
+from ..errors import (DigestMismatch, EngineError, ImageError, InvalidName, LlmcrateError,
+                      ModelfileError, ModelNotFound, ServerBusy, TemplateError)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def status_for(err: LlmcrateError) -> int:
         return 404
     if isinstance(err, ServerBusy):
         return 503
-    if isinstance(err, (InvalidName, DigestMismatch, ModelfileError)):
+    if isinstance(err, (InvalidName, DigestMismatch, ModelfileError, ImageError)):
         return 400
     if isinstance(err, ValueError):          # runtime.options.OptionError
         return 400

@@ -441,19 +441,24 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
         mf = parse_modelfile(body.modelfile or "")
     except LlmcrateError as e:
         raise ApiError(400, str(e)) from None
-    src = (mf.from_ or "").strip()
-    if not src:
+    froms = [f.strip() for f in mf.froms if f.strip()]
+    if not froms:
         raise ApiError(400, "Modelfile: no FROM line")
-    blob = src.lstrip("@")
-    name = Path(blob).name
-    if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
-            "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
-        body.files = {"model.gguf": "sha256:" + name[7:]}
-    elif src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
-        raise ApiError(400, f"FROM {src}: the server does not read files by path; upload the "
-                            "file with POST /api/blobs/<digest> and name it in 'files'")
-    else:
-        body.from_ = src
+    for src in froms:   # a model's blob, then a projector's (what show --modelfile prints)
+        blob = src.lstrip("@")
+        name = Path(blob).name
+        if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
+                "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
+            body.files = body.files or {}
+            body.files["model.gguf" if not body.files else f"{name[7:19]}.gguf"] = \
+                "sha256:" + name[7:]
+        elif src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
+            raise ApiError(400, f"FROM {src}: the server does not read files by path; upload "
+                                "the file with POST /api/blobs/<digest> and name it in 'files'")
+        elif body.from_ and body.from_ != src:
+            raise ApiError(400, f"Modelfile: FROM {src}: a Modelfile can build on one model")
+        else:
+            body.from_ = src
     body.template = body.template if body.template is not None else mf.template
     body.system = body.system if body.system is not None else mf.system
     body.parameters = {**(mf.parameters or {}), **(body.parameters or {})} or None

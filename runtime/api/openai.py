@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..errors import LlmcrateError
 from ..names import parse_name
 from .errors import ApiError, openai_body, to_api_error
+from .images import openai_content
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
 from .service import Service, unless_disconnected, watch_disconnect
@@ -88,6 +89,7 @@ def _messages(raw: Any) -> list[Message]:
         raise ApiError(400, "[] is too short - 'messages'")
     calls_by_id: dict[str, str] = {}
     out: list[Message] = []
+    n_images = 0
     for m in raw:
         if not isinstance(m, dict):
             raise ApiError(400, "invalid message format")
@@ -115,21 +117,9 @@ def _messages(raw: Any) -> list[Message]:
             out.append(Message(role=role, content=content or "", tool_calls=tool_calls,
                                tool_name=tool_name))
         elif isinstance(content, list):
-            texts, images = [], []
-            for part in content:
-                if not isinstance(part, dict):
-                    raise ApiError(400, "invalid message format")
-                if part.get("type") == "text":
-                    texts.append(str(part.get("text", "")))
-                elif part.get("type") == "image_url":
-                    url = part.get("image_url")
-                    url = url.get("url") if isinstance(url, dict) else url
-                    if not isinstance(url, str) or ";base64," not in url:
-                        raise ApiError(400, "invalid image input")
-                    images.append(url.split(";base64,", 1)[1])
-                else:
-                    raise ApiError(400, "invalid message format")
-            out.append(Message(role=role, content="".join(texts), images=images or None,
+            text, images = openai_content(content, first_index=n_images)
+            n_images += len(images)
+            out.append(Message(role=role, content=text, images=images or None,
                                tool_calls=tool_calls, tool_name=tool_name))
         else:
             raise ApiError(400, f"invalid message content type: {type(content).__name__}")

@@ -47,32 +47,59 @@ def _log_prompt(kind: str, prompt: str, messages: list[dict[str, Any]] | None = 
 
 def build_chat_prompt(info: ModelInfo, messages: list[dict[str, Any]], *,
                       tools: list[dict[str, Any]] | None, tokenize: Tokenize, num_ctx: int,
-                      think: Any = None) -> str:
+                      think: Any = None, image_tokens: int = 0) -> str:
     """Ollama's chat prompt: the model's MESSAGEs, then the request's, SYSTEM prepended,
-    oldest turns dropped until it fits ``num_ctx``."""
+    oldest turns dropped until it fits ``num_ctx`` (each image counted as ``image_tokens``).
+    Images become ``[img-N]`` tags, N indexing :func:`chat_images` of the same messages."""
     jinja, bos, eos = _jinja(info)
     return _log_prompt("chat", chat_prompt(
         template=info.template, jinja_template=jinja,
         messages=[dict(m) for m in info.messages] + messages, tools=tools or None,
         system=info.system, think=think, bos_token=bos, eos_token=eos,
-        count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx), messages)
+        count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx,
+        image_tokens=image_tokens), messages)
+
+
+def chat_images(info: ModelInfo, messages: list[dict[str, Any]]) -> list[str]:
+    """Every image (base64) of the conversation :func:`build_chat_prompt` renders, in tag
+    order: the model's MESSAGE images, then the request's."""
+    return [img for m in [*info.messages, *messages] for img in (m.get("images") or [])]
 
 
 def build_generate_prompt(info: ModelInfo, *, prompt: str, system: str, suffix: str,
                           template: str, has_context: bool, tokenize: Tokenize, num_ctx: int,
-                          think: Any = None) -> str:
-    """Ollama's /api/generate prompt: the chat flow unless a suffix or a template is given."""
+                          think: Any = None, images: Sequence[str] = (),
+                          image_tokens: int = 0) -> str:
+    """Ollama's /api/generate prompt: the chat flow unless a suffix or a template is given.
+
+    ``images`` (the request's) become user turns ``[img-N]`` before the prompt, as Ollama's
+    GenerateHandler writes them; N indexes :func:`generate_images` (the model's MESSAGE images
+    come first unless ``has_context``)."""
     jinja, bos, eos = _jinja(info)
     if not suffix and not template:
         msgs: list[dict[str, Any]] = [] if has_context else [dict(m) for m in info.messages]
+        msgs += [{"role": "user", "content": "", "images": [img]} for img in images]
         msgs.append({"role": "user", "content": prompt})
         return _log_prompt("generate", chat_prompt(
             template=info.template, jinja_template=jinja, messages=msgs,
             system=system or info.system, think=think, bos_token=bos, eos_token=eos,
-            count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx))
+            count_tokens=lambda s: len(tokenize(s)), num_ctx=num_ctx,
+            image_tokens=image_tokens))
+    if images:
+        # a suffix or a request template: Values{Prompt, Suffix} have no place for images;
+        # put their tags before the prompt (split_image_tags would do the same)
+        prompt = "".join(f"[img-{i}]" for i in range(len(images))) + prompt
     return _log_prompt("generate", generate_prompt(
         template=template or info.template, jinja_template=jinja, prompt=prompt,
         system=system or info.system, suffix=suffix, think=think, bos_token=bos, eos_token=eos))
+
+
+def generate_images(info: ModelInfo, images: Sequence[str], *, has_context: bool,
+                    suffix: str = "", template: str = "") -> list[str]:
+    """The image list :func:`build_generate_prompt`'s ``[img-N]`` tags index."""
+    if suffix or template or has_context:
+        return list(images)
+    return [img for m in info.messages for img in (m.get("images") or [])] + list(images)
 
 
 class ToolCalls:

@@ -63,6 +63,7 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, format_: str, keepal
         if session.think is None and "thinking" in (info.get("capabilities") or []):
             session.think = True
         session.parent_model = (info.get("details") or {}).get("parent_model", "")
+        session.vision = "vision" in (info.get("capabilities") or [])
         if interactive:
             from .repl import Repl
 
@@ -86,6 +87,7 @@ class Session:
     word_wrap: bool = True
     think: bool | str | None = None
     hide_thinking: bool = False
+    vision: bool = False        # the model has a projector: image paths in prompts are read
 
 
 def _check_format(value: str) -> str | Json:
@@ -311,15 +313,29 @@ def stream_reply(chunks: Iterator[Json], session: Session, *,
     return reply
 
 
+def prompt_images(prompt: str) -> Any:
+    """Image paths in a prompt read for a vision model (``Added image '…'`` on stderr)."""
+    from .images import extract_images
+
+    found = extract_images(prompt)
+    for path in found.paths:
+        _err(f"Added image '{path}'\n")
+    return found
+
+
 def _request_format(session: Session) -> str | Json | None:
     return session.format or None
 
 
 def generate_once(client: Client, session: Session, prompt: str) -> None:
     """One-shot answer through ``/api/generate`` (PROMPT argument or piped stdin)."""
+    images = None
+    if session.vision:
+        found = prompt_images(prompt)
+        prompt, images = found.text, found.images or None
     chunks = client.generate(session.model, prompt, system=session.system or None,
                              format=_request_format(session), options=session.options or None,
-                             keep_alive=session.keep_alive, think=session.think)
+                             keep_alive=session.keep_alive, think=session.think, images=images)
     reply = stream_reply(chunks, session, piece=lambda c: (c.get("thinking") or "", c.get("response") or ""))
     if reply.interrupted:
         _out("\n")

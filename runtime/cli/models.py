@@ -86,7 +86,8 @@ def show(model: str, show_license: bool, show_modelfile: bool, show_parameters: 
 
 
 def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
-    """The ``ollama show MODEL`` block: Model, Capabilities, Parameters, System, License."""
+    """The ``ollama show MODEL`` block: Model, Projector, Capabilities, Parameters, System,
+    License."""
     d = body.get("details") or {}
     mi = body.get("model_info") or {}
     arch = mi.get("general.architecture") or d.get("family", "")
@@ -99,6 +100,20 @@ def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
             rows.append((label, str(v)))
     rows.append(("quantization", str(d.get("quantization_level", ""))))
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows] + [""]
+    pi = body.get("projector_info") or {}
+    if pi:
+        from ..gguf_info import human_number
+
+        parch = str(pi.get("general.architecture", ""))
+        prow = [("architecture", parch)]
+        if isinstance(pi.get("general.parameter_count"), (int, float)):
+            prow.append(("parameters", human_number(int(pi["general.parameter_count"]))))
+        for key, label in (("embedding_length", "embedding length"),
+                           ("projection_dim", "dimensions")):
+            v = pi.get(f"{parch}.vision.{key}")
+            if v is not None:
+                prow.append((label, str(v)))
+        out += ["  Projector"] + [f"    {k:<20}{v}" for k, v in prow] + [""]
     caps = body.get("capabilities") or []
     if caps:
         out += ["  Capabilities"] + [f"    {c}" for c in caps] + [""]
@@ -146,11 +161,10 @@ def create(name: str, modelfile: str) -> None:
         return
     # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
     from ..gguf_info import check_magic
-    from ..create import check_template, resolve_from
+    from ..create import check_template, resolve_sources
 
     check_template(mf.template)
-    src = resolve_from(mf, base_dir)
-    if src is not None:
+    for src in resolve_sources(mf, base_dir).files:
         check_magic(src)  # a bad file fails here, before gigabytes travel
     for status in client.create_from_modelfile(name, mf, base_dir=base_dir):
         click.echo(status, err=True)

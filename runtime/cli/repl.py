@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from ..errors import InvalidName, LlmcrateError, ModelNotFound, ServerUnavailable
+from ..errors import ImageError, InvalidName, LlmcrateError, ModelNotFound, ServerUnavailable
 from ..format import human_bytes, human_time, table
 from ..options import coerce_parameter
-from .chat import Json, Session, Spinner, WordWrapper, _err, _out, _request_format, stats_block, stream_reply
+from .chat import (Json, Session, Spinner, WordWrapper, _err, _out, _request_format, prompt_images,
+                   stats_block, stream_reply)
 from .models import render_show
 from .server import parse_timestamp
 
@@ -344,6 +345,7 @@ class Repl:
             return
         self.s.model, self.s.messages = name, []
         self.s.parent_model = (info.get("details") or {}).get("parent_model", "")
+        self.s.vision = "vision" in (info.get("capabilities") or [])
 
     def _cmd_save(self, args: list[str]) -> None:
         if len(args) != 2:
@@ -374,7 +376,17 @@ class Repl:
         _out(table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]) + "\n")
 
     def _send(self, text: str) -> None:
-        self.s.messages.append({"role": "user", "content": text})
+        message: Json = {"role": "user", "content": text}
+        if self.s.vision:
+            try:
+                found = prompt_images(text)
+            except ImageError as e:
+                _out(f"Couldn't process image: {e}\n")
+                return
+            message["content"] = found.text
+            if found.images:
+                message["images"] = found.images    # kept: later turns and /save resend them
+        self.s.messages.append(message)
         chunks = self.client.chat(self.s.model, self.s.messages, format=_request_format(self.s),
                                   options=self.s.options or None, keep_alive=self.s.keep_alive,
                                   think=self.s.think)

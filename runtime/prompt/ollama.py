@@ -228,6 +228,10 @@ def _tool_block_start(msgs: list[dict[str, Any]], idx: int) -> int:
 
 
 def _with_image_tags(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama's chatPrompt: each image gets a tag ``[img-N]`` where its message says ``[img]``,
+    else before the message's text. N counts the images of the whole conversation (not only
+    of the messages kept after truncation, as Ollama numbers them), so a runner can map tag N
+    to the N-th image of all the messages it was given (:func:`runtime.vision.split_image_tags`)."""
     out = []
     image_id = 0
     for m in msgs:
@@ -248,12 +252,16 @@ def _with_image_tags(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _n_images(msgs: list[dict[str, Any]]) -> int:
+    return sum(len(m.get("images") or []) for m in msgs)
+
+
 def chat_prompt(*, template: str | None, jinja_template: str | None,
                 messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
                 system: str | None = None, think: bool | str | None = None,
                 bos_token: str = "", eos_token: str = "",
                 count_tokens: Callable[[str], int] | None = None,
-                num_ctx: int | None = None) -> str:
+                num_ctx: int | None = None, image_tokens: int = 0) -> str:
     """The prompt Ollama's /api/chat would feed the model.
 
     Args:
@@ -267,6 +275,8 @@ def chat_prompt(*, template: str | None, jinja_template: str | None,
         bos_token, eos_token: handed to Jinja templates.
         count_tokens, num_ctx: when both are given, the oldest messages are dropped until the
             prompt's token count fits in ``num_ctx`` (system messages and the last message stay).
+        image_tokens: what one image costs in that count (the projector's tokens per image;
+            Ollama counts 768); 0 counts only the ``[img-N]`` tags' text.
 
     Raises:
         TemplateError: bad template, bad message shape, or a render limit exceeded.
@@ -287,15 +297,16 @@ def chat_prompt(*, template: str | None, jinja_template: str | None,
         def render(ms: list[dict[str, Any]]) -> str:
             return execute_ollama(DEFAULT_TEMPLATE, messages=ms, tools=tools, think=think)
 
+    tagged = _with_image_tags(msgs)
     if count_tokens is None or num_ctx is None or not msgs:
-        return render(_with_image_tags(msgs))
+        return render(tagged)
     last = len(msgs) - 1
     prompt = ""
     for i in range(last + 1):
         start = _tool_block_start(msgs, i)
-        kept_system = [m for m in msgs[:start] if m["role"] == "system"]
-        prompt = render(kept_system + _with_image_tags(msgs[start:]))
-        if count_tokens(prompt) <= num_ctx or i == last:
+        kept = [m for m in tagged[:start] if m["role"] == "system"] + tagged[start:]
+        prompt = render(kept)
+        if count_tokens(prompt) + image_tokens * _n_images(kept) <= num_ctx or i == last:
             if start > 0:
                 logger.debug("truncating input messages which exceed context length: "
                              "kept %d of %d", len(msgs) - start, len(msgs))

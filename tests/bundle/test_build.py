@@ -258,3 +258,39 @@ def test_build_reports_byte_progress(tmp_path, fake_registry, monkeypatch):
     done = [e["completed"] for e in events]
     assert done == sorted(done) and done[-1] == events[-1]["total"] > 100_000
     assert {e["digest"] for e in events} == {"o.tar"}
+
+
+def test_vision_models_carry_their_projector(tmp_path, fake_registry, tiny_vision, monkeypatch):
+    """A Modelfile vision model (FROM model + FROM mmproj) and a registry model with Ollama's
+    projector layer: the bundle holds every layer of both, and verifies."""
+    from runtime.store import MEDIA_PROJECTOR
+    from runtime.verify import verify_bundle
+
+    monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
+    model, mmproj = tiny_vision
+    fake_registry.add_model("library/tinyvl:latest", model, extra=[("projector", mmproj)])
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    (folder / "Modelfile").write_text(f"FROM {model}\nFROM {mmproj}\nSYSTEM look closely\n")
+    (folder / "Modelfile.vl").write_text("FROM tinyvl:latest\nSYSTEM describe\n")
+    spec = folder / "v.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "vision", "version": "1",
+        "models": [{"modelfile": "./Modelfile", "as": "eyes:latest"},
+                   {"name": f"{fake_registry.host}/library/tinyvl:latest", "insecure": True,
+                    "as": "tinyvl:latest"},
+                   {"modelfile": "./Modelfile.vl", "as": "describer:latest"}],
+        "runtimes": {"cpu": {"installed": True}}, "python": [PY],
+        "wheels": {"source": "installed"}}))
+    store = Store(tmp_path / "store")
+    result = build_bundle(load_spec(spec, env={}), store=store, out=tmp_path / "v.tar")
+    files = set(result.meta["files"])
+    with tarfile.open(result.paths[0]) as tf:
+        for name in ("eyes:latest", "tinyvl:latest", "describer:latest"):
+            rel = result.meta["models"][name]["manifest"]
+            manifest = json.loads(tf.extractfile(f"vision-1/{rel}").read())  # type: ignore[union-attr]
+            kinds = [x["mediaType"] for x in manifest["layers"]]
+            assert kinds.count(MEDIA_PROJECTOR) == 1, name
+            for layer in [manifest["config"], *manifest["layers"]]:
+                assert "models/blobs/" + layer["digest"].replace(":", "-", 1) in files
+    verify_bundle(result.paths[0])

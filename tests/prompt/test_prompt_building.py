@@ -92,6 +92,27 @@ def test_images_become_tags() -> None:
     assert chat(MSGS_T, msgs) == "[user:[img-0]look\n\nand [img-1] here]|"
 
 
+def test_image_tags_count_the_whole_conversation_when_truncated() -> None:
+    """Tag N names the N-th image of all the messages, even after older ones were dropped, so
+    the runner maps tags to the request's images without knowing where truncation cut."""
+    msgs = [{"role": "user", "content": "old " * 20, "images": ["aGk=", "aGk="]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "new", "images": ["aGk="]}]
+    out = chat(MSGS_T, msgs, count_tokens=count_chars, num_ctx=40)
+    assert out == "[assistant:ok][user:[img-2]new]|"
+
+
+def test_images_count_in_the_context_budget() -> None:
+    msgs = [{"role": "user", "content": "first", "images": ["aGk="]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"}]
+    whole = chat(MSGS_T, msgs, count_tokens=count_chars, num_ctx=100)
+    assert "[img-0]first" in whole
+    # the same window, but each image costs 80 tokens: the first turn no longer fits
+    assert chat(MSGS_T, msgs, count_tokens=count_chars, num_ctx=100,
+                image_tokens=80) == "[assistant:ok][user:second]|"
+
+
 def count_chars(s: str) -> int:
     return len(s)
 

@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from bundler.chat_templates import FAMILIES, choose_template
-from bundler.huggingface import pull_hf, quant_of
+from bundler.huggingface import choose_projector, pull_hf, quant_of
 from runtime.cli import main
 from runtime.errors import AuthError, DigestMismatch, ModelNotFound, RegistryError
 from runtime.prompt import execute_ollama, render_jinja
-from runtime.store import MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_TEMPLATE, Store
+from runtime.store import (MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_PROJECTOR,
+                           MEDIA_TEMPLATE, Store)
 from tests.fakes import FakeHub
 
 make_tiny_model = sys.modules["make_tiny_model"]
@@ -96,6 +97,45 @@ def test_split_gguf_keeps_every_shard_in_order(store, hub, ggufs, tmp_path):
     m = pull_hf(store, "hf.co/someone/Split-GGUF")
     models = [store.read_blob(x.digest) for x in m.layers if x.media_type == MEDIA_MODEL]
     assert models == [ggufs["q4"].read_bytes(), shard2.read_bytes()]
+
+
+def test_vision_repo_pulls_the_projector_of_the_chosen_quant(store, hub, ggufs, tmp_path):
+    from runtime.show import show_model
+
+    model, mmproj = make_tiny_model.write_tiny_vision(tmp_path / "v")
+    f16 = tmp_path / "mmproj-f16.gguf"
+    f16.write_bytes(mmproj.read_bytes() + b"")
+    q8 = make_tiny_model.write_tiny_mmproj(tmp_path / "mmproj-q8.gguf", seed=5)
+    hub.add_repo("ggml-org/Tiny-VL-GGUF", {
+        "Tiny-VL-Q4_K_M.gguf": model, "Tiny-VL-Q8_0.gguf": model,
+        "mmproj-Tiny-VL-f16.gguf": f16, "mmproj-Tiny-VL-Q8_0.gguf": q8,
+        "other/mmproj-elsewhere-Q4_K_M.gguf": q8})
+    m = pull_hf(store, "hf.co/ggml-org/Tiny-VL-GGUF")          # Q4_K_M: no Q4 projector here
+    assert [x.media_type for x in m.layers][:2] == [MEDIA_MODEL, MEDIA_PROJECTOR]
+    assert _layers(store, "hf.co/ggml-org/Tiny-VL-GGUF")[MEDIA_PROJECTOR] == f16.read_bytes()
+    body = show_model(store, "hf.co/ggml-org/Tiny-VL-GGUF")
+    assert "vision" in body["capabilities"] and body["projector_info"]["clip.projector_type"] == "mlp"
+    pull_hf(store, "hf.co/ggml-org/Tiny-VL-GGUF:Q8_0")
+    assert _layers(store, "hf.co/ggml-org/Tiny-VL-GGUF:Q8_0")[MEDIA_PROJECTOR] == q8.read_bytes()
+    # an hf:// file reference gets the projector beside it too; a projector is not a model
+    pull_hf(store, "hf://ggml-org/Tiny-VL-GGUF/Tiny-VL-Q8_0.gguf", name="vl-file")
+    assert _layers(store, "vl-file")[MEDIA_PROJECTOR] == q8.read_bytes()
+    with pytest.raises(RegistryError, match="is a multimodal projector; name the model GGUF"):
+        pull_hf(store, "hf://ggml-org/Tiny-VL-GGUF/mmproj-Tiny-VL-f16.gguf")
+
+
+@pytest.mark.parametrize("files, model, want", [
+    (["mmproj-F16.gguf", "mmproj-Q8_0.gguf"], "M-Q8_0.gguf", "mmproj-Q8_0.gguf"),
+    (["mmproj-F16.gguf", "mmproj-Q8_0.gguf"], "M-Q4_K_M.gguf", "mmproj-F16.gguf"),
+    (["mmproj-BF16.gguf", "mmproj-F32.gguf"], "M-Q4_K_M.gguf", "mmproj-BF16.gguf"),
+    (["mmproj.gguf"], "M-Q4_K_M.gguf", "mmproj.gguf"),
+    (["sub/mmproj-F16.gguf", "mmproj-F32.gguf"], "sub/M-Q4_K_M.gguf", "sub/mmproj-F16.gguf"),
+    (["other/mmproj-F16.gguf", "mmproj-F32.gguf"], "sub/M-Q4_K_M.gguf", "mmproj-F32.gguf"),
+    (["other/mmproj-F16.gguf"], "M-Q4_K_M.gguf", None),
+    ([], "M-Q4_K_M.gguf", None),
+])
+def test_choose_projector(files, model, want):
+    assert choose_projector(files, model) == want
 
 
 def test_gated_repo_needs_hf_token(store, hub, monkeypatch):

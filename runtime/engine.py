@@ -51,10 +51,12 @@ class LoadOptions:
     use_mmap: bool = True
     embedding: bool = False
     lora_path: Path | None = None
+    projector_path: Path | None = None      # a vision model's mmproj
 
     @classmethod
     def from_options(cls, *, model_path: Path, options: Mapping[str, Any], embedding: bool = False,
-                     lora_path: Path | None = None, default_ctx: int = 4096) -> LoadOptions:
+                     lora_path: Path | None = None, projector_path: Path | None = None,
+                     default_ctx: int = 4096) -> LoadOptions:
         """Build from merged Ollama options (``num_ctx``, ``num_batch``, ``num_gpu``, ...)."""
         num_ctx = options.get("num_ctx") or default_ctx
         num_thread = int(_opt(options, "num_thread"))
@@ -69,6 +71,7 @@ class LoadOptions:
             use_mmap=True if use_mmap is None else bool(use_mmap),
             embedding=embedding,
             lora_path=Path(lora_path) if lora_path else None,
+            projector_path=(Path(projector_path) if projector_path and not embedding else None),
         )
 
 

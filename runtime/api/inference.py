@@ -16,7 +16,9 @@ from ..errors import LlmcrateError
 from ..model import ModelInfo
 from ..runner.process import RequestFailed
 from .errors import ApiError, status_for
-from .prompting import ToolCalls, build_chat_prompt, build_generate_prompt
+from .images import decode_images
+from .prompting import (ToolCalls, build_chat_prompt, build_generate_prompt, chat_images,
+                        generate_images)
 from .schemas import ChatBody, EmbedBody, GenerateBody
 from .service import CancelToken, Prepared, Service, check_format
 from .thinking import ThinkingParser, wants_thinking
@@ -86,10 +88,8 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
         k in text for k in ("enable_thinking", "reasoning_effort", "<think>"))
     if wants and not can:
         raise ApiError(400, f'"{model}" does not support thinking')
-    if images:
-        if not info.projectors:
-            raise ApiError(400, f"{full} does not support vision")
-        raise ApiError(501, "image input is not supported by llmcrate yet")
+    if images and not info.projectors:
+        raise ApiError(400, f"{full} does not support vision")
 
 
 def _wrap(err: LlmcrateError) -> ApiError:
@@ -121,6 +121,15 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if not body.raw:
         check_capabilities(info, body.model, kind="generate", suffix=bool(body.suffix),
                            think=body.think, images=bool(body.images))
+    elif body.images and not info.projectors:
+        raise ApiError(400, f"{info.name} does not support vision")
+    if body.images and body.context:
+        raise ApiError(400, "images cannot be combined with context; send the conversation "
+                            "to /api/chat instead")
+    images = list(body.images or []) if body.raw else generate_images(
+        info, body.images or [], has_context=bool(body.context), suffix=body.suffix,
+        template=body.template)
+    decode_images(images)                     # 400 for a bad image, before a slot is taken
     leased = await _lease_for(svc, info, body, started=started, load_only=not body.prompt)
     if isinstance(leased, Instant):
         return leased
@@ -134,13 +143,14 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
             text = await _on_engine(prepared, lambda: build_generate_prompt(
                 info, prompt=body.prompt, system=body.system, suffix=body.suffix,
                 template=body.template, has_context=bool(body.context),
-                tokenize=engine.tokenize, num_ctx=engine.n_ctx, think=think))
+                tokenize=engine.tokenize, num_ctx=engine.n_ctx, think=think,
+                images=body.images or [], image_tokens=engine.info.tokens_per_image))
         prompt: str | list[int] = text
         if body.context:
             tail = await _on_engine(prepared, lambda: engine.tokenize(text, add_bos=False))
             prompt = list(body.context) + list(tail)
         return await _run(svc, prepared, prompt, text=text, fmt=fmt, think=think, tools=None,
-                          logprobs=_logprobs(body))
+                          logprobs=_logprobs(body), images=images)
 
 
 async def _lease_for(svc: Service, info: ModelInfo, body: GenerateBody | ChatBody, *,
@@ -181,11 +191,13 @@ def _logprobs(body: Any) -> tuple[bool, int]:
 
 async def _run(svc: Service, prepared: Prepared, prompt: str | list[int], *, text: str,
                fmt: Any, think: Any, tools: ToolCalls | None,
-               logprobs: tuple[bool, int] = (False, 0)) -> Run:
+               logprobs: tuple[bool, int] = (False, 0), images: list[str] | None = None) -> Run:
     """Start the generation on the runner (errors here still get a real status) and wrap
-    its chunks into pieces. Call inside ``_released_on_error``."""
+    its chunks into pieces. Call inside ``_released_on_error``.
+
+    ``images`` (base64, already checked) are what the prompt's ``[img-N]`` tags index."""
     gen = await svc.start(prepared, prompt, fmt=fmt, logprobs=logprobs[0],
-                          top_logprobs=logprobs[1])
+                          top_logprobs=logprobs[1], images=images or None)
     cancel = CancelToken()
     stream = svc.stream(prepared, gen, cancel)
     thinking = ThinkingParser(prompt=text) if think else None
@@ -266,20 +278,22 @@ async def start_chat(svc: Service, body: ChatBody, *, started: int) -> Run | Ins
         return Instant("unload")
     check_capabilities(info, body.model, kind="chat", tools=bool(body.tools),
                        think=body.think, images=any(m.images for m in body.messages))
+    msgs = _message_dicts(body)
+    images = chat_images(info, msgs)
+    decode_images(images)                     # 400 for a bad image, before a slot is taken
     leased = await _lease_for(svc, info, body, started=started, load_only=not body.messages)
     if isinstance(leased, Instant):
         return leased
     prepared, fmt = leased
     engine = prepared.lease.engine
     with _released_on_error(svc, prepared):
-        msgs = _message_dicts(body)
         think = _think(info, body.think, structured=fmt is not None)
         text = await _on_engine(prepared, lambda: build_chat_prompt(
             info, msgs, tools=body.tools, tokenize=engine.tokenize, num_ctx=engine.n_ctx,
-            think=think))
+            think=think, image_tokens=engine.info.tokens_per_image))
         tools = ToolCalls(info, body.tools) if body.tools else None
         return await _run(svc, prepared, text, text=text, fmt=fmt, think=think, tools=tools,
-                          logprobs=_logprobs(body))
+                          logprobs=_logprobs(body), images=images)
 
 
 @dataclass

@@ -132,6 +132,7 @@ class Service:
         load = LoadOptions.from_options(
             model_path=info.model_path, options=options, embedding=embedding,
             lora_path=info.adapters[0] if info.adapters else None,
+            projector_path=info.projectors[0] if info.projectors else None,
             default_ctx=self.settings.context_length)
         return ModelRef(name=info.name.display, digest=info.digest, load=load,
                         details=dict(info.details))
@@ -145,11 +146,13 @@ class Service:
 
     # -- generation --------------------------------------------------------------------------
     async def start(self, prepared: Prepared, prompt: str | list[int], *, fmt: Any,
-                    logprobs: bool = False, top_logprobs: int = 0) -> Generation:
+                    logprobs: bool = False, top_logprobs: int = 0,
+                    images: list[str] | None = None) -> Generation:
         """Hand the prompt to the leased runner; returns once the runner accepted it (prompt
         tokenized, sampler and ``format`` grammar built), so such errors precede any answer."""
         return await prepared.lease.engine.generate(
-            prompt, prepared.options, fmt=fmt, logprobs=logprobs, top_logprobs=top_logprobs)
+            prompt, prepared.options, fmt=fmt, logprobs=logprobs, top_logprobs=top_logprobs,
+            images=images)
 
     async def stream(self, prepared: Prepared, gen: Generation, cancel: CancelToken
                      ) -> AsyncIterator[Chunk]:

@@ -45,6 +45,10 @@ class Request:
     logprobs: bool = False
     top_logprobs: int = 0
     t_start: int = field(default_factory=time.perf_counter_ns)
+    #: a prompt with images: text (str) and image (bytes) parts, evaluated through the
+    #: projector when the request starts (``tokens`` is then empty)
+    parts: list[Any] | None = None
+    prompt_count: int = 0
 
 
 @dataclass
@@ -71,7 +75,7 @@ class BatchLoop:
     """Owns the context's sequences. ``run`` until :meth:`stop`."""
 
     def __init__(self, llama_cpp: Any, *, model: Any, ctx: Any, n_seq: int, n_ctx: int,
-                 n_batch: int, emit: Emit) -> None:
+                 n_batch: int, emit: Emit, vision: Any = None) -> None:
         self.lib = llama_cpp
         self.model = model
         self.ctx = ctx
@@ -82,6 +86,7 @@ class BatchLoop:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.emit = emit
+        self.vision = vision
         self.slots = [_Slot(seq=i) for i in range(n_seq)]
         self.batch = llama_cpp.llama_batch_init(n_batch + n_seq, 0, 1)
         self._inbox: queue.Queue[Request | None] = queue.Queue()
@@ -160,6 +165,10 @@ class BatchLoop:
             self._start(slot, req)
 
     def _start(self, slot: _Slot, req: Request) -> None:
+        if req.parts is not None:
+            self._start_with_images(slot, req)
+            return
+        req.prompt_count = len(req.tokens)
         keep = _common_prefix(slot.cache, req.tokens)
         if keep >= len(req.tokens):
             keep = len(req.tokens) - 1            # re-evaluate the last token for its logits
@@ -168,19 +177,47 @@ class BatchLoop:
                 self.lib.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
                 keep = 0
             del slot.cache[keep:]
+        self._activate(slot, req, keep)
+        if keep:
+            logger.debug("seq %d reuses %d cached prompt tokens of %d", slot.seq, keep,
+                         len(req.tokens))
+
+    def _activate(self, slot: _Slot, req: Request, done_prompt: int) -> None:
         opts = req.opts
         if opts.num_predict > 0:
             budget = opts.num_predict
         elif opts.num_predict == -2:               # fill the context
-            budget = self.n_ctx - len(req.tokens)
+            budget = self.n_ctx - req.prompt_count
         else:                                      # until the model stops; Ollama's cap
             budget = 10 * self.n_ctx
-        slot.active = _Active(req=req, done_prompt=keep, budget=budget,
+        slot.active = _Active(req=req, done_prompt=done_prompt, budget=budget,
                               decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
                               stops=StopMatcher(opts.stop))
-        if keep:
-            logger.debug("seq %d reuses %d cached prompt tokens of %d", slot.seq, keep,
-                         len(req.tokens))
+
+    def _start_with_images(self, slot: _Slot, req: Request) -> None:
+        """Evaluate a prompt with images through the projector, right here (the encoder runs
+        between two steps), then sample its first token from the last decode's logits."""
+        from ..errors import LlmcrateError
+
+        self.lib.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+        slot.cache.clear()
+        try:
+            with self.vision.tokenize(req.parts) as prompt:
+                if prompt.n_pos >= self.n_ctx:
+                    raise _TooLong(f"the prompt with its images needs {prompt.n_pos} positions, "
+                                   f"more than the context of {self.n_ctx} (num_ctx)")
+                result = self.vision.eval(self.ctx, prompt, seq_id=slot.seq, n_past=0,
+                                          n_batch=self.n_batch, logits_last=True)
+        except (LlmcrateError, _TooLong) as e:
+            req.sampler.close()
+            slot.last_used = time.monotonic()
+            self.emit({"op": "error", "id": req.id, "status": 400, "error": str(e)})
+            return
+        # positions, not tokens, fill the cache; -1 never matches a later prompt's token
+        slot.cache.extend([-1] * result.n_past)
+        req.prompt_count = result.n_tokens
+        self._activate(slot, req, 0)
+        self._sampled(slot, -1)
 
     # -- one decode step ---------------------------------------------------------------------
     def step(self) -> None:
@@ -203,7 +240,7 @@ class BatchLoop:
         # then chunks of prompts, within num_batch
         for slot in self.slots:
             a = slot.active
-            if a is None or a.done_prompt >= len(a.req.tokens):
+            if a is None or a.done_prompt >= len(a.req.tokens) or a.req.parts is not None:
                 continue
             room = self.n_batch - n
             if room <= 0:
@@ -298,7 +335,7 @@ class BatchLoop:
         a.req.sampler.close()
         self.emit({
             "op": "done", "id": a.req.id, "text": tail, "done_reason": reason,
-            "prompt_eval_count": len(a.req.tokens),
+            "prompt_eval_count": a.req.prompt_count,
             "prompt_eval_duration": max(1, t_first - a.req.t_start),
             "eval_count": len(a.generated),
             "eval_duration": max(1, now - t_first) if a.generated else 0,
@@ -341,6 +378,10 @@ class BatchLoop:
 def _lp_entry(piece: bytes, logprob: float) -> dict[str, Any]:
     return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob,
             "bytes": list(piece)}
+
+
+class _TooLong(Exception):
+    pass
 
 
 def token_piece(llama_cpp: Any, vocab: Any, token: int) -> bytes:

@@ -198,12 +198,19 @@ class GenerationRunner(Runner):
                               hint="lower num_ctx or OLLAMA_NUM_PARALLEL")
         if opts.lora_path is not None:
             _apply_lora(lib, self.model, self.ctx, opts.lora_path)
+        threads = opts.n_threads or default_threads()
+        self.vision = None
+        if opts.projector_path is not None:
+            from ..vision import VisionContext
+
+            self.vision = VisionContext(opts.projector_path, self.model, n_threads=threads,
+                                        use_gpu=self.gpu)
         per_seq = int(lib.llama_n_ctx_seq(self.ctx)) if hasattr(lib, "llama_n_ctx_seq") else 0
         self.n_ctx = min(per_seq or opts.n_ctx, opts.n_ctx)
         self.n_seq = n_seq
         self.load_duration = time.perf_counter() - start
         self.loop = BatchLoop(lib, model=self.model, ctx=self.ctx, n_seq=n_seq, n_ctx=self.n_ctx,
-                              n_batch=n_batch, emit=self._emit)
+                              n_batch=n_batch, emit=self._emit, vision=self.vision)
         self._lock = threading.Lock()
         self._submitted: set[int] = set()
         self._cancelled: set[int] = set()
@@ -216,7 +223,8 @@ class GenerationRunner(Runner):
                 "kv_bytes": _kv_bytes(self.lib, self.model, self.n_ctx * self.n_seq),
                 "load_duration": self.load_duration,
                 "bos": int(self.lib.llama_vocab_bos(self.vocab)),
-                "eos": int(self.lib.llama_vocab_eos(self.vocab))}
+                "eos": int(self.lib.llama_vocab_eos(self.vocab)),
+                "tokens_per_image": self.vision.tokens_per_image if self.vision else 0}
 
     def serve_main(self) -> None:
         self.loop.run()
@@ -243,6 +251,23 @@ class GenerationRunner(Runner):
         else:
             self.reply_error(rid, 400, f"unknown op {op!r}")
 
+    def _image_parts(self, prompt: Any, images: list[Any]) -> list[Any]:
+        """The prompt split at its ``[img-N]`` tags into text and image bytes (checked)."""
+        from ..errors import ImageError
+        from ..vision import check_image, decode_base64_image, split_image_tags
+
+        if self.vision is None:
+            raise _BadRequest("this model has no projector: it does not support vision")
+        if not isinstance(prompt, str):
+            raise _BadRequest("images need a text prompt")
+        try:
+            data = [decode_base64_image(img, index=i + 1) for i, img in enumerate(images)]
+            for i, d in enumerate(data):
+                check_image(d, index=i + 1)
+            return split_image_tags(prompt, data)
+        except ImageError as e:
+            raise _BadRequest(str(e)) from None
+
     def _emit(self, msg: dict[str, Any]) -> None:
         if msg["op"] in ("done", "error"):
             with self._lock:
@@ -255,14 +280,18 @@ class GenerationRunner(Runner):
             t_start = time.perf_counter_ns()
             opts = SamplingOptions.from_options(msg.get("options") or {})
             prompt = msg.get("prompt", "")
-            if isinstance(prompt, str):
+            parts = None
+            if msg.get("images"):
+                parts = self._image_parts(prompt, msg["images"])
+                tokens: list[int] = []
+            elif isinstance(prompt, str):
                 tokens = tokenize(self.lib, self.vocab, prompt, add_bos=True, special=True)
             else:
                 tokens = [int(t) for t in prompt]
                 n_vocab = int(self.lib.llama_vocab_n_tokens(self.vocab))
                 if any(t < 0 or t >= n_vocab for t in tokens):
                     raise _BadRequest("context holds a token the model does not have")
-            if not tokens:
+            if not tokens and parts is None:
                 bos = int(self.lib.llama_vocab_bos(self.vocab))
                 tokens = [bos if bos >= 0 else int(self.lib.llama_vocab_eos(self.vocab))]
             tokens = fit_prompt(tokens, n_ctx=self.n_ctx, num_predict=opts.num_predict,
@@ -281,7 +310,7 @@ class GenerationRunner(Runner):
             logger.exception("preparing request %s failed", rid)
             self.reply_error(rid, 500, str(e))
             return
-        req = Request(id=rid, tokens=tokens, opts=opts, sampler=sampler,
+        req = Request(id=rid, tokens=tokens, parts=parts, opts=opts, sampler=sampler,
                       grammar=grammar is not None, logprobs=bool(msg.get("logprobs")),
                       top_logprobs=max(0, min(20, int(msg.get("top_logprobs") or 0))),
                       t_start=t_start)

@@ -60,6 +60,7 @@ class RunnerInfo:
     load_duration: float
     bos: int = -1
     eos: int = -1
+    tokens_per_image: int = 0      # 0: no projector
 
 
 class _Stream:
@@ -208,7 +209,7 @@ class RunnerProcess:
 
     async def generate(self, prompt: str | Sequence[int], options: dict[str, Any], *,
                        fmt: Any = None, logprobs: bool = False, top_logprobs: int = 0,
-                       ) -> Generation:
+                       images: Sequence[str] | None = None) -> Generation:
         """Send a generation and wait until the runner accepted it (prompt tokenized, sampler
         built): a bad ``format`` or context fails here, before any answer is sent."""
         stream = _Stream(asyncio.get_running_loop())
@@ -216,7 +217,7 @@ class RunnerProcess:
         self._send({"op": "generate", "id": rid,
                     "prompt": prompt if isinstance(prompt, str) else list(prompt),
                     "options": options, "format": fmt, "logprobs": logprobs,
-                    "top_logprobs": top_logprobs})
+                    "top_logprobs": top_logprobs, "images": list(images or ())})
         gen = Generation(self, rid, stream)
         try:
             await gen.started()

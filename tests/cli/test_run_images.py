@@ -71,8 +71,6 @@ def test_one_shot_reads_the_image(live_server: LiveServer, eyes: str, tmp_path: 
     assert r.returncode == 0 or NOT_WIRED in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="the engine runner does not evaluate images yet "
-                                       "(runtime.vision.VisionContext is wired in by the lead)")
 def test_one_shot_answers_about_the_image(live_server: LiveServer, eyes: str, tmp_path: Path):
     (tmp_path / "red.png").write_bytes(png())
     r = _run(live_server, tmp_path, eyes, "what is in ./red.png")

@@ -55,6 +55,9 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
 _RETRY_STATUS = (408, 425, 429, 500, 502, 503, 504)
 _PROGRESS_EVERY = 0.1  # seconds between progress reports per blob
+#: the largest manifest read (Docker distribution's limit; Ollama's are a few KB): a registry
+#: sending more is refused before it costs memory
+MAX_MANIFEST_SIZE = 4 << 20
 
 
 def user_agent() -> str:
@@ -239,7 +242,7 @@ class _Registry:
                     raise Transient(f"{self.host} answered {resp.status_code}")
                 raise_for_registry(resp, host=self.host, name=n, what="manifest")
                 try:
-                    raw = resp.read()
+                    raw = self._read_manifest(resp)
                 except httpx.HTTPError as e:
                     raise Transient(f"manifest download from {self.host} broke off: {_reason(e)}") from e
                 expected = n.digest or resp.headers.get("Docker-Content-Digest")
@@ -252,6 +255,19 @@ class _Registry:
             return raw
 
         return self.retrying(once, f"pulling manifest of {n.display} from {self.host}")
+
+    def _read_manifest(self, resp: httpx.Response) -> bytes:
+        too_big = RegistryError(f"{self.host} sent a manifest of {self.name.display} larger than "
+                                f"{MAX_MANIFEST_SIZE >> 20} MiB; refusing it", host=self.host)
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
+            raise too_big
+        buf = bytearray()
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > MAX_MANIFEST_SIZE:
+                raise too_big
+        return bytes(buf)
 
     def resolve_blob(self, digest: str) -> str:
         """The URL to fetch ``digest`` from: the CDN location when the registry redirects to

@@ -42,6 +42,8 @@ MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 
 CHUNK = 8 << 20
+#: no blob is bigger (1 PiB): a larger or negative size in a manifest is a forged one
+MAX_BLOB_SIZE = 1 << 50
 #: partial downloads / temp files untouched for this long are garbage
 STALE_PARTIAL_SECONDS = 24 * 3600
 #: keep this much free beyond what a write needs
@@ -101,6 +103,8 @@ class Layer:
             raise StoreError(f"layer lacks {e.args[0]!r}") from None
         if not isinstance(media, str) or not isinstance(size, int) or isinstance(size, bool):
             raise StoreError("layer has a bad mediaType or size")
+        if not 0 <= size <= MAX_BLOB_SIZE:
+            raise StoreError(f"layer {str(digest)[:19]} has an impossible size {size}")
         check_digest(str(digest))
         return cls(media_type=media, digest=digest, size=size, from_=d.get("from") or None)
 

@@ -341,3 +341,29 @@ def test_connections_ramp_up_against_a_per_connection_throttle(store, registry, 
     _assert_complete(store, registry, model, name)
     single = size / 500_000
     assert elapsed < 0.75 * single, f"{elapsed:.1f} s: no faster than one connection ({single:.1f} s)"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversized_manifest_is_refused_without_reading_it_whole(store, registry, small_gguf,
+                                                                 fast, chunked):
+    model = _publish(registry, small_gguf)
+    # valid JSON, padded past the cap: a reader without one would store it
+    registry.manifests["library/small:latest"] = model.manifest + b" " * (64 << 20)
+    registry.chunked_manifests = chunked
+    with pytest.raises(RegistryError, match="larger than 4 MiB"):
+        pull_model(store, f"{registry.host}/library/small:latest", insecure=True, settings=fast)
+    assert store.list_models() == []
+    if chunked:                                # no length announced: the client hung up early
+        assert registry.requests_for("/manifests/")[-1].sent < (64 << 20)
+
+
+@pytest.mark.parametrize("size", [-1, 1 << 62])
+def test_impossible_layer_size_is_a_clear_error(store, registry, small_gguf, fast, size):
+    model = _publish(registry, small_gguf)
+    doc = json.loads(model.manifest)
+    doc["layers"][0]["size"] = size
+    registry.manifests["library/small:latest"] = json.dumps(doc).encode()
+    with pytest.raises(RegistryError, match=f"impossible size {size}"):
+        pull_model(store, f"{registry.host}/library/small:latest", insecure=True, settings=fast)
+    assert store.list_models() == []
+    assert not list(store.blobs_dir.glob("*-partial*"))

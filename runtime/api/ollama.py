@@ -414,7 +414,8 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     """The pre-0.5 form of /api/create, still sent by older clients and scripts:
     ``{"name": ..., "modelfile": "FROM ...\nSYSTEM ..."}``. FROM names a model, a blob
     (``@sha256:<hex>``, as old clients wrote after uploading) or a blob file of this very store
-    (what ``show --modelfile`` prints); fields given beside the Modelfile win over it."""
+    (what ``show --modelfile`` prints); ADAPTER lines name blobs the same ways. Fields given
+    beside the Modelfile win over it."""
     from ..modelfile import parse_modelfile
 
     try:
@@ -424,16 +425,21 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     src = (mf.from_ or "").strip()
     if not src:
         raise ApiError(400, "Modelfile: no FROM line")
-    blob = src.lstrip("@")
-    name = Path(blob).name
-    if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
-            "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
-        body.files = {"model.gguf": "sha256:" + name[7:]}
-    elif src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
-        raise ApiError(400, f"FROM {src}: the server does not read files by path; upload the "
-                            "file with POST /api/blobs/<digest> and name it in 'files'")
+    digest = _legacy_blob(svc, src, "FROM")
+    if digest:
+        body.files = {"model.gguf": digest}
     else:
         body.from_ = src
+    # ADAPTER lines follow FROM's rules for files; an adapter is never a model name
+    adapters: dict[str, str] = {}
+    for i, a in enumerate(mf.adapters):
+        digest = _legacy_blob(svc, a.strip(), "ADAPTER")
+        if not digest:
+            raise ApiError(400, f"ADAPTER {a}: name an uploaded blob (@sha256:<hex>, uploaded "
+                                "with POST /api/blobs/<digest>)")
+        adapters[f"adapter-{i}.gguf"] = digest
+    if adapters:
+        body.adapters = {**adapters, **(body.adapters or {})}
     body.template = body.template if body.template is not None else mf.template
     body.system = body.system if body.system is not None else mf.system
     body.parameters = {**(mf.parameters or {}), **(body.parameters or {})} or None
@@ -441,6 +447,20 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
         body.license = list(mf.licenses)
     if body.messages is None and mf.messages:
         body.messages = list(mf.messages)
+
+
+def _legacy_blob(svc: Service, src: str, what: str) -> str | None:
+    """The digest a legacy Modelfile's FROM/ADAPTER value names (``@sha256:<hex>`` or a blob
+    file of this store); None for anything else that is not a path; 400 for other paths."""
+    blob = src.lstrip("@")
+    name = Path(blob).name
+    if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
+            "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
+        return "sha256:" + name[7:]
+    if src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
+        raise ApiError(400, f"{what} {src}: the server does not read files by path; upload the "
+                            "file with POST /api/blobs/<digest> and name it in 'files'")
+    return None
 
 
 def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:

@@ -437,6 +437,7 @@ def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
     emit = progress or (lambda _d: None)
     reg = _Registry(n, insecure=insecure, settings=settings)
     try:
+        store.check_writable()          # a read-only store fails here, before any download
         emit({"status": "pulling manifest"})
         raw = reg.fetch_manifest()
         try:

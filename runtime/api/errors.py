@@ -79,6 +79,8 @@ def scrub_paths(message: str, *, store: Store | None = None) -> str:
             names = _models_using(store, blob.group(1)) if store is not None else []
             what = ", ".join(f'"{n}"' for n in names) if names else blob.group(1)[:19] + "…"
             return f"model {what}{tail}" if names else f"blob {what}{tail}"
+        if m.string[:m.start()].endswith("models dir "):   # "models dir /x is read-only"
+            return "(on the server)" + tail
         if root and (path == root or path.startswith(root.rstrip("/") + "/")):
             return "the models dir" + tail
         return (Path(path).name or "(path)") + tail

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .. import __version__
 from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
 from ..names import parse_name
-from ..store import check_digest, new_temp_file
+from ..store import ReadOnlyStore, check_digest, new_temp_file
 from .errors import ApiError, error_line, status_for, to_api_error
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
@@ -402,6 +402,8 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
             create_from_request(svc.store, name, req, progress=lambda s: report({"status": s}))
         except ModelNotFound as e:
             raise ApiError(404, str(e)) from None
+        except ReadOnlyStore as e:                         # the server's fault, not the request's
+            raise ApiError(500, str(e)) from None
         except (StoreError, GGUFError, TemplateError) as e:  # a missing blob, not a GGUF, a
             raise ApiError(400, str(e)) from None              # template that does not parse
         except LlmcrateError as e:

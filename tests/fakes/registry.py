@@ -302,16 +302,15 @@ class _RegistryHandler(Handler):
         self.send_header("Content-Type", MEDIA_MANIFEST)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        sent = 0
+        rec = self.record(200)                  # logged first: the client may hang up any time
         try:
             for i in range(0, len(body), 1 << 16):
                 piece = body[i:i + (1 << 16)]
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                sent += len(piece)
+                rec.sent += len(piece)
             self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             self.close_connection = True        # the client stopped reading: that is the point
-        self.record(200, sent)
 
     def _token(self, query: dict[str, list[str]]) -> None:
         if self.reg.deny_token:

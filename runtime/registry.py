@@ -26,6 +26,7 @@ import json
 import logging
 import platform
 import random
+import socket
 import sys
 import threading
 import time
@@ -105,6 +106,23 @@ def _error_detail(resp: httpx.Response) -> str:
     return text[:200] or (resp.reason_phrase or "no details")
 
 
+_OFFLINE_HINT = ("no network (or no DNS) here? pull on an online host and carry the model in a "
+                 "bundle, or name a reachable mirror: LLMCRATE_REGISTRY_MIRRORS=registry.ollama.ai="
+                 "http://MIRROR:5000")
+
+
+def _name_not_resolved(e: BaseException) -> bool:
+    """True when a transport error comes from a failed name lookup (``socket.gaierror``)."""
+    cause: BaseException | None = e
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, socket.gaierror):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
+
+
 def _reason(e: BaseException) -> str:
     """A short human reason for a transport error ("connection refused", "timed out", ...)."""
     cause: BaseException | None = e
@@ -164,6 +182,12 @@ class _Registry:
             except httpx.TimeoutException as e:
                 raise Transient(f"{urlsplit(url).netloc}: timed out ({_reason(e)})") from e
             except httpx.TransportError as e:
+                host = urlsplit(url).hostname or urlsplit(url).netloc
+                if _name_not_resolved(e):
+                    # no retries: without a network (or DNS) the answer does not change
+                    err = RegistryError(f"cannot resolve {host}: {_reason(e)}", host=host)
+                    err.hint = _OFFLINE_HINT
+                    raise err from e
                 raise Transient(f"cannot reach {urlsplit(url).netloc}: {_reason(e)}") from e
             if resp.status_code == 401 and attempt == 0 and self._is_registry(url):
                 challenge = resp.headers.get("WWW-Authenticate", "")

@@ -348,7 +348,19 @@ def verify_dir(root: Path, *, progress: Progress | None = None, store: Path | No
 def read_bundle_json(path: Path) -> dict[str, Any]:
     """bundle.json of a bundle folder or archive (reads only the first member of an archive)."""
     if path.is_dir():
-        return check_bundle_json(json.loads((path / BUNDLE_JSON).read_bytes()))
+        try:
+            raw = (path / BUNDLE_JSON).read_bytes()
+        except FileNotFoundError:
+            raise BundleError(f"{path}: no {BUNDLE_JSON} in this folder (not a llmcrate bundle?)") \
+                from None
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read {BUNDLE_JSON}: {e.strerror}") from e
+        try:
+            return check_bundle_json(json.loads(raw))
+        except ValueError as e:
+            raise BundleError(f"{path}: {BUNDLE_JSON} is not valid JSON: {e}") from e
+    if not path.exists():
+        raise BundleError(f"{path}: no such bundle file or folder")
     tf = open_archive(path)
     try:
         first = tf.next()

@@ -339,7 +339,8 @@ def test_connections_ramp_up_against_a_per_connection_throttle(store, registry, 
     parts = [r for r in registry.requests_for(model.model_digest) if r.range != "bytes=0-0"]
     # each part takes ~0.6 s at 0.5 MB/s; its last 0.1 s are not counted, so the moment between
     # one part's last write and the next part's request (a thread switch) is not an overlap
-    events = sorted([(r.started, 1) for r in parts] + [(max(r.started, r.ended - 0.1), -1) for r in parts])
+    events = sorted([(r.started, 1) for r in parts]
+                    + [(max(r.started, r.ended - 0.1), -1) for r in parts])
     in_flight = peak = 0
     for _, step in events:
         in_flight += step
@@ -371,3 +372,17 @@ def test_impossible_layer_size_is_a_clear_error(store, registry, small_gguf, fas
         pull_model(store, f"{registry.host}/library/small:latest", insecure=True, settings=fast)
     assert store.list_models() == []
     assert not list(store.blobs_dir.glob("*-partial*"))
+
+
+def test_name_resolution_failure_fails_at_once_with_a_fitting_hint(store, fast, caplog):
+    """No network: a DNS failure is not retried (six retries cost a minute) and the hint says what
+    to do offline; transient errors keep their retries (test_server_errors_are_retried)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="runtime.registry")
+    with pytest.raises(RegistryError) as err:      # .invalid never resolves (RFC 6761)
+        pull_model(store, "llmcrate-test.invalid/library/x:latest",
+                   settings=dataclasses.replace(fast, retries=5))
+    assert "cannot resolve llmcrate-test.invalid" in str(err.value)
+    assert err.value.hint and "online host" in err.value.hint and "--insecure" not in err.value.hint
+    assert "retrying" not in caplog.text

@@ -96,8 +96,9 @@ class _Child:
         env = dict(os.environ)
         # the child imports runtime from wherever this process did (pip --target, -e, PYTHONPATH)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        flags = ["-s"] if sys.flags.no_user_site else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from runtime.prompt.jinja_worker import main; main()"],
+            [sys.executable, *flags, "-c", "from runtime.prompt.jinja_worker import main; main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout

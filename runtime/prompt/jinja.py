@@ -75,8 +75,18 @@ def _check_str_format(fmt: str) -> None:
                 raise _too_large(f"format width {num}")
 
 
+#: filters whose integer arguments size their result (width, count, indent)
+_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice",
+                             "tojson", "pprint"})
+
+
+#: str methods whose integer arguments size their result
+_SIZING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
 def _check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Integers beyond the size limit (``center(10**9)``, ``indent(10**9)``) build huge strings."""
+    """Integers beyond the size limit (``center(10**9)``, ``indent(10**9)``) build huge strings.
+    Only for calls whose integers size their result: a timestamp passed to ``default`` is fine."""
     for a in (*args, *kwargs.values()):
         if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_OUTPUT:
             raise _too_large(f"argument {a}")
@@ -108,21 +118,24 @@ class _BoundedEnv(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         # methods the sandbox allows can still build huge strings: 'x'.center(10**9),
         # '{:999999999}'.format(x), ...
-        _check_args(args, kwargs)
-        if getattr(__obj, "__name__", None) in ("format", "format_map") \
-                and isinstance(getattr(__obj, "__self__", None), str):
-            _check_str_format(__obj.__self__)
+        if isinstance(getattr(__obj, "__self__", None), str):
+            method = getattr(__obj, "__name__", None)
+            if method in ("format", "format_map"):
+                _check_str_format(__obj.__self__)
+            elif method in _SIZING_METHODS:              # 'x'.center(n), 'x'.zfill(n), ...
+                _check_args(args, kwargs)
         return _check_result(super().call(__context, __obj, *args, **kwargs))
 
 
-def _guarded_filter(func: Any) -> Any:
+def _guarded_filter(name: str, func: Any) -> Any:
     """``func`` behind the size checks, marked ``pass_context`` so that Jinja never runs it at
     compile time (``_FilterTestCommon.as_const`` gives up on context filters)."""
     pass_arg = _PassArg.from_obj(func)
 
     @jinja2.pass_context
     def guarded(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_args(args, kwargs)
+        if name in _SIZING_FILTERS:
+            _check_args(args, kwargs)
         if func is _jinja_format and isinstance(value, str):
             _check_printf(value)
         if pass_arg is _PassArg.context:
@@ -187,7 +200,7 @@ def compile_jinja(source: str) -> jinja2.Template:
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["range"] = _range
-    env.filters = {name: _guarded_filter(f) for name, f in env.filters.items()}
+    env.filters = {name: _guarded_filter(name, f) for name, f in env.filters.items()}
     try:
         tmpl = env.from_string(source)
     except jinja2.TemplateSyntaxError as e:

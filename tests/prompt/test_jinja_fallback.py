@@ -177,3 +177,9 @@ def test_a_dead_worker_is_replaced() -> None:
         child.proc.kill()
         child.proc.wait()
     assert render_jinja("{{ 1 + 1 }}", messages=[]) == "2"
+
+
+def test_big_numbers_that_size_nothing_are_fine() -> None:
+    t = ("{{ '%d'|format(1700000000) }} {{ nothing_here|default(1700000000) }} "
+         "{{ 'a-b'.split('-', 1700000000)|length }}")
+    assert render_jinja(t, messages=[]) == "1700000000 1700000000 2"

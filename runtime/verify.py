@@ -525,7 +525,7 @@ def _move_file(src: Path, dst: Path) -> None:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-    tmp = dst.with_name(f"{dst.name}-partial-{os.getpid()}")
+    tmp = dst.with_name(f"{dst.name}.llmcrate-partial-{os.getpid()}")
     try:
         with open(src, "rb") as a, open(tmp, "wb") as b:
             shutil.copyfileobj(a, b, CHUNK)
@@ -620,9 +620,12 @@ def _test_kill_point(name: str) -> None:
 # first rename), .llmcrate.models.p.json (the registration journal), PATH.llmcrate-bak.p
 # (backups). A run killed before "done" is undone; one killed after it is cleaned up.
 _TXN = re.compile(r"^\.llmcrate\.(?:txn|new|old|models)\.(\d+)(?:\.json)?$")
-_PARTIAL = re.compile(r"-partial-(\d+)$|^\..+\.(\d+)\.tmp$")
-#: Linux hands out PIDs below 300 only at boot; Ollama's own "-partial-N" files count parts from 0
-_MIN_PID = 300
+#: a registration's copy (".llmcrate-partial-PID"), a manifest being written (".NAME.PID.tmp"),
+#: and the copies of versions before 0.1 ("-partial-PID", which Ollama's own part files
+#: "-partial-N" share: those count from 0, so only PIDs from _OLD_MIN_PID on are taken as ours)
+_PARTIAL = re.compile(r"\.llmcrate-partial-(\d+)$|^\..+\.(\d+)\.tmp$")
+_OLD_PARTIAL = re.compile(r"^sha256-[0-9a-f]{64}-partial-(\d+)$")
+_OLD_MIN_PID = 300
 
 
 def _pid_alive(pid: int) -> bool:
@@ -726,8 +729,14 @@ def recover_install(lib: Path, models_dir: Path | None = None) -> list[str]:
                 continue
             for path in (root.rglob("*") if sub == "manifests" else root.iterdir()):
                 m = _PARTIAL.search(path.name)
-                pid = int(m.group(1) or m.group(2)) if m else 0
-                if pid >= _MIN_PID and path.is_file() and not _pid_alive(pid):
+                old = _OLD_PARTIAL.match(path.name)
+                if m:
+                    pid = int(m.group(1) or m.group(2))
+                elif old and int(old.group(1)) >= _OLD_MIN_PID:
+                    pid = int(old.group(1))
+                else:
+                    continue
+                if path.is_file() and not _pid_alive(pid):
                     path.unlink()
                     done_msgs.append(f"removed {path.name}, left by a killed registration")
     return done_msgs

@@ -38,7 +38,7 @@ def _leftovers(prefix: Path) -> list[str]:
     found = [p.name for p in (prefix / "lib").iterdir() if p.name.startswith(".llmcrate")]
     for folder in ("bin", "etc/llmcrate", "var/lib/llmcrate/models/blobs"):
         found += [p.name for p in (prefix / folder).iterdir()
-                  if ".llmcrate-bak." in p.name or ".tmp." in p.name or "-partial-" in p.name]
+                  if ".llmcrate-bak." in p.name or ".tmp." in p.name or "partial-" in p.name]
     return found
 
 
@@ -67,8 +67,8 @@ def test_killed_upgrades_are_undone_or_finished(built: Built, tmp_path: Path) ->
     # killed while registering a model (its manifest was journaled, about to be written);
     # plus a dead registration's partial copy in the store, and a live process's one
     (models / TINYBOT).unlink()
-    dead = models / "blobs" / f"sha256-{'0' * 64}-partial-{_dead_pid()}"
-    alive = models / "blobs" / f"sha256-{'1' * 64}-partial-{os.getpid()}"
+    dead = models / "blobs" / f"sha256-{'0' * 64}.llmcrate-partial-{_dead_pid()}"
+    alive = models / "blobs" / f"sha256-{'1' * 64}.llmcrate-partial-{os.getpid()}"
     ollamas = models / "blobs" / f"sha256-{'2' * 64}-partial-0"     # Ollama's own part file
     for f in (dead, alive, ollamas):
         f.write_bytes(b"x")
@@ -109,3 +109,28 @@ def _dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
+
+
+def test_leftovers_of_install_runs_without_a_state_file(tmp_path: Path) -> None:
+    """install.sh before this fix kept no state file: killed between its renames it left only
+    .llmcrate.old.PID (restored), otherwise leftovers that are simply removed."""
+    from runtime.verify import recover_install
+
+    lib, models = tmp_path / "lib/llmcrate", tmp_path / "models"
+    pid = _dead_pid()
+    old, stage = tmp_path / f"lib/.llmcrate.old.{pid}", tmp_path / f"lib/.llmcrate.new.{pid}"
+    for d, text in ((old, "previous"), (stage, "staged")):
+        d.mkdir(parents=True)
+        (d / "install.conf").write_text(text)
+    (tmp_path / f"lib/.llmcrate.models.{pid}.json").write_text('{"blobs": [], "manifests": []}')
+    (models / "blobs").mkdir(parents=True)
+    assert recover_install(lib, models)
+    assert (lib / "install.conf").read_text() == "previous"
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["llmcrate"]
+
+    # the program is in place: a leftover old copy (killed while cleaning up) just goes
+    old.mkdir()
+    (old / "install.conf").write_text("older")
+    assert recover_install(lib, models) == [f"removed the leftovers of install run {pid}"]
+    assert (lib / "install.conf").read_text() == "previous"
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["llmcrate"]

@@ -199,7 +199,11 @@ def render_in_worker(source: str, ctx: dict[str, Any], *, deadline_s: float,
         deadline_s: wall-clock limit of the compile + render; the child is killed after it.
         max_range: items ``range()`` may produce in the whole render.
     """
-    payload = pickle.dumps((source, ctx, max_range), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        payload = pickle.dumps((source, ctx, max_range), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise TemplateError(f"chat template: the request holds a value it cannot be given: {e}") \
+            from None
     child = _pool.take()
     try:
         reply = child.render(payload, deadline_s)

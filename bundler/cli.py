@@ -17,14 +17,17 @@ def bundle() -> None:
 
 @bundle.command()
 @click.argument("spec_file", metavar="SPEC.yaml", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file or folder.")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file, or folder (an existing one, or any path ending in /, created).")
 @click.option("--compress", type=click.Choice(["none", "gz", "zst"]), default="none", show_default=True,
               help="Compress the tar (weights barely compress; none is fastest).")
 @click.option("--split", "split", metavar="SIZE", help="Write volumes of at most SIZE (e.g. 4G) for removable media.")
 @click.option("--trust-store", is_flag=True,
               help="Do not re-hash model blobs while packing (they were verified when pulled); faster.")
-def build(spec_file: Path, output: Path | None, compress: str, split: str | None, trust_store: bool) -> None:
+def build(spec_file: Path, output: str | None, compress: str, split: str | None, trust_store: bool) -> None:
     """Build the bundle SPEC.yaml describes (pulls or creates the models the store lacks)."""
+    import os
+
     from runtime.store import Store
 
     from .pack import build_bundle, parse_size
@@ -33,10 +36,14 @@ def build(spec_file: Path, output: Path | None, compress: str, split: str | None
     from runtime.progress import StatusPrinter
 
     spec = load_spec(spec_file)
+    out = Path(output) if output else None
+    if output and output.endswith(("/", os.sep)):      # a folder, as with cp: made if missing
+        assert out is not None
+        out.mkdir(parents=True, exist_ok=True)
     store = Store(load_settings().models_dir)
     bar = StatusPrinter()  # a progress bar on a terminal; quiet in logs
     try:
-        result = build_bundle(spec, store=store, out=output, compression=compress,  # type: ignore[arg-type]
+        result = build_bundle(spec, store=store, out=out, compression=compress,  # type: ignore[arg-type]
                               split=parse_size(split) if split else None, rehash=not trust_store,
                               progress=lambda s: click.echo(s, err=True),
                               events=bar if bar.bars_on else None)

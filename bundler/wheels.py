@@ -348,8 +348,8 @@ def runtime_wheel(rt: RuntimeSpec, *, version: str, python: str, platform_tag: s
     if rt.kind == "installed":
         return None
     if rt.kind == "index":
-        dest = cache_dir() / "runtimes" / f"{rt.name}-index-" + hashlib.sha256(
-            (rt.index or "").encode()).hexdigest()[:12]
+        key = hashlib.sha256((rt.index or "").encode()).hexdigest()[:12]
+        dest = cache_dir() / "runtimes" / f"{rt.name}-index-{key}"
         dest.mkdir(parents=True, exist_ok=True)
         abi = "cp" + python.replace(".", "")
         _pip(["download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), "--python-version", python,

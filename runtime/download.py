@@ -294,6 +294,8 @@ class BlobDownload:
     def __init__(self, *, partial: Path, digest: str, total: int, open_range: RangeOpener,
                  settings: PullSettings, limiter: RateLimiter | None = None,
                  label: str = "") -> None:
+        if total < 0:          # a forged size; the manifest parser refuses these first
+            raise StoreError(f"blob {digest[:19]} has an impossible size {total}")
         self.partial = partial
         self.digest = digest
         self.total = total

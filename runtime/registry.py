@@ -26,6 +26,7 @@ import json
 import logging
 import platform
 import random
+import socket
 import sys
 import threading
 import time
@@ -55,6 +56,9 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
 _RETRY_STATUS = (408, 425, 429, 500, 502, 503, 504)
 _PROGRESS_EVERY = 0.1  # seconds between progress reports per blob
+#: the largest manifest read (Docker distribution's limit; Ollama's are a few KB): a registry
+#: sending more is refused before it costs memory
+MAX_MANIFEST_SIZE = 4 << 20
 
 
 def user_agent() -> str:
@@ -100,6 +104,23 @@ def _error_detail(resp: httpx.Response) -> str:
         pass
     text = body.decode("utf-8", "replace").strip()
     return text[:200] or (resp.reason_phrase or "no details")
+
+
+_OFFLINE_HINT = ("no network (or no DNS) here? pull on an online host and carry the model in a "
+                 "bundle, or name a reachable mirror: LLMCRATE_REGISTRY_MIRRORS=registry.ollama.ai="
+                 "http://MIRROR:5000")
+
+
+def _name_not_resolved(e: BaseException) -> bool:
+    """True when a transport error comes from a failed name lookup (``socket.gaierror``)."""
+    cause: BaseException | None = e
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, socket.gaierror):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
 
 
 def _reason(e: BaseException) -> str:
@@ -162,6 +183,12 @@ class _Registry:
             except httpx.TimeoutException as e:
                 raise Transient(f"{urlsplit(url).netloc}: timed out ({_reason(e)})") from e
             except httpx.TransportError as e:
+                host = urlsplit(url).hostname or urlsplit(url).netloc
+                if _name_not_resolved(e):
+                    # no retries: without a network (or DNS) the answer does not change
+                    err = RegistryError(f"cannot resolve {host}: {_reason(e)}", host=host)
+                    err.hint = _OFFLINE_HINT
+                    raise err from e
                 raise Transient(f"cannot reach {urlsplit(url).netloc}: {_reason(e)}") from e
             if resp.status_code == 401 and attempt == 0 and self._is_registry(url):
                 challenge = resp.headers.get("WWW-Authenticate", "")
@@ -240,7 +267,7 @@ class _Registry:
                     raise Transient(f"{self.host} answered {resp.status_code}")
                 raise_for_registry(resp, host=self.host, name=n, what="manifest")
                 try:
-                    raw = resp.read()
+                    raw = self._read_manifest(resp)
                 except httpx.HTTPError as e:
                     raise Transient(f"manifest download from {self.host} broke off: {_reason(e)}") from e
                 expected = n.digest or resp.headers.get("Docker-Content-Digest")
@@ -253,6 +280,19 @@ class _Registry:
             return raw
 
         return self.retrying(once, f"pulling manifest of {n.display} from {self.host}")
+
+    def _read_manifest(self, resp: httpx.Response) -> bytes:
+        too_big = RegistryError(f"{self.host} sent a manifest of {self.name.display} larger than "
+                                f"{MAX_MANIFEST_SIZE >> 20} MiB; refusing it", host=self.host)
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
+            raise too_big
+        buf = bytearray()
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > MAX_MANIFEST_SIZE:
+                raise too_big
+        return bytes(buf)
 
     def resolve_blob(self, digest: str) -> str:
         """The URL to fetch ``digest`` from: the CDN location when the registry redirects to
@@ -422,6 +462,7 @@ def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
     emit = progress or (lambda _d: None)
     reg = _Registry(n, insecure=insecure, settings=settings)
     try:
+        store.check_writable()          # a read-only store fails here, before any download
         emit({"status": "pulling manifest"})
         raw = reg.fetch_manifest()
         try:

@@ -13,10 +13,12 @@ when no manifest references it any more.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -42,11 +44,15 @@ MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 
 CHUNK = 8 << 20
+#: no blob is bigger (1 PiB): a larger or negative size in a manifest is a forged one
+MAX_BLOB_SIZE = 1 << 50
 #: partial downloads / temp files untouched for this long are garbage
 STALE_PARTIAL_SECONDS = 24 * 3600
 #: keep this much free beyond what a write needs
 SPACE_MARGIN = 64 << 20
 _TMP_PREFIX = ".tmp-"
+#: a temp file this version writes: ".tmp-<pid>-<random>", flock-ed by its writer while in use
+_OWNED_TMP = re.compile(r"^\.tmp-(\d+)-")
 #: at the store's root (Ollama reads only manifests/ and blobs/): which local files were
 #: stored as which blob (see Store._source_digest)
 SOURCES_FILE = ".llmcrate-sources.json"
@@ -101,6 +107,8 @@ class Layer:
             raise StoreError(f"layer lacks {e.args[0]!r}") from None
         if not isinstance(media, str) or not isinstance(size, int) or isinstance(size, bool):
             raise StoreError("layer has a bad mediaType or size")
+        if not 0 <= size <= MAX_BLOB_SIZE:
+            raise StoreError(f"layer {str(digest)[:19]} has an impossible size {size}")
         check_digest(str(digest))
         return cls(media_type=media, digest=digest, size=size, from_=d.get("from") or None)
 
@@ -188,13 +196,49 @@ def new_temp_file(directory: Path) -> tuple[int, Path]:
     """A unique temp file in ``directory``, readable like any file this process creates
     (0666 less the umask: 0644 usually). mkstemp's 0600 would leave blobs written by root
     (``llmcrate pull`` as an operator) unreadable by the service's own user; Ollama's blobs
-    are 0644 too."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+    are 0644 too.
+
+    Its name carries this process's PID and the returned descriptor holds an ``flock`` on it,
+    so :meth:`Store.reclaim_temps` can tell a file a killed writer left from one being written.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
     except OSError:
         pass
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:                     # a filesystem without locks: the PID still tells
+        pass
     return fd, Path(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                     # EPERM: alive, someone else's
+        return True
+    return True
+
+
+class ReadOnlyStore(StoreError):
+    """The models dir cannot be written (read-only mount, or not this user's)."""
+
+    def __init__(self, root: Path, *, permission: bool = False) -> None:
+        self.root = root
+        why = "is read-only for this user" if permission else "is read-only"
+        super().__init__(f"models dir {root} {why}")
+
+
+def _write_error(e: OSError, root: Path) -> Exception:
+    """The LlmcrateError an OSError from writing into the store means."""
+    if e.errno == errno.EROFS:
+        return ReadOnlyStore(root)
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ReadOnlyStore(root, permission=True)
+    return _disk_error(e, root)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -262,10 +306,64 @@ class Store:
             raise InsufficientSpace(str(target), needed + SPACE_MARGIN, free)
 
     def _new_temp(self) -> tuple[int, Path]:
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        return new_temp_file(self.blobs_dir)
+        try:
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+            return new_temp_file(self.blobs_dir)
+        except OSError as e:
+            raise _write_error(e, self.root) from e
+
+    def check_writable(self) -> None:
+        """Raise :class:`ReadOnlyStore` unless this process can write the models dir."""
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            fd, tmp = new_temp_file(probe)
+        except OSError as e:
+            raise _write_error(e, self.root) from e
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+    def reclaim_temps(self, *, stale_after: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+        """Remove temp files in ``blobs/`` that no live process owns: those of a killed create or
+        upload (their writer's PID is gone and nobody holds their lock), and temp files of older
+        versions (no PID in the name) untouched for ``stale_after`` seconds."""
+        removed: list[Path] = []
+        try:
+            entries = list(self.blobs_dir.iterdir())
+        except OSError:
+            return removed
+        now = time.time()
+        for p in entries:
+            if not p.name.startswith(_TMP_PREFIX):
+                continue
+            m = _OWNED_TMP.match(p.name)
+            try:
+                if m is None:
+                    if now - p.stat().st_mtime > stale_after:
+                        p.unlink()
+                        removed.append(p)
+                    continue
+                if _pid_alive(int(m.group(1))):
+                    continue
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p.unlink()
+                removed.append(p)
+            except OSError:                 # locked: a writer in another PID namespace
+                pass
+            finally:
+                os.close(fd)
+        if removed:
+            logger.info("removed %d temp file(s) left by killed writers in %s", len(removed),
+                        self.blobs_dir)
+        return removed
 
     def _install_blob(self, tmp: Path, digest: str) -> Path:
+        self.reclaim_temps()                # a killed run's copy of this (or any) blob
         final = self.blobs_dir / f"sha256-{check_digest(digest)}"
         if final.exists() or self.blob_path(digest).exists():
             tmp.unlink(missing_ok=True)  # identical content already stored
@@ -322,7 +420,7 @@ class Store:
             self._install_blob(tmp, digest)
             return Layer(media_type="", digest=digest, size=size)
         except OSError as e:
-            raise _disk_error(e, self.blobs_dir) from e
+            raise _write_error(e, self.root) from e
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -357,8 +455,6 @@ class Store:
                 # one fsync at the end: flushing while copying slowed the copy down (bench)
                 digest = _pipelined_copy(fin, fd, progress)
             os.fsync(fd)
-            os.close(fd)
-            fd = -1
             st2 = src.stat()
             if (st2.st_size, st2.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 raise StoreError(f"{src} changed while it was being copied")
@@ -367,11 +463,10 @@ class Store:
                 self._remember_source(src, st, digest)
             return Layer(media_type="", digest=digest, size=st.st_size)
         except OSError as e:
-            raise _disk_error(e, self.blobs_dir) from e
+            raise _write_error(e, self.root) from e
         finally:
-            if fd >= 0:
-                os.close(fd)
             tmp.unlink(missing_ok=True)
+            os.close(fd)                    # after the rename: the lock covers the whole write
 
     # A small record of which local files were stored as which blob, keyed by what changes
     # when a file changes (path, device, inode, size, mtime), as make and rsync trust.
@@ -458,10 +553,13 @@ class Store:
         with self._lock:
             existing = self._find_manifest(n)
             target = self.root / n.manifest_relpath()
-            if existing is not None and existing != target:
-                existing.unlink()  # another case spelling of the same name: replace it
-                self._prune_dirs(existing.parent)
-            atomic_write_bytes(target, raw)
+            try:
+                if existing is not None and existing != target:
+                    existing.unlink()  # another case spelling of the same name: replace it
+                    self._prune_dirs(existing.parent)
+                atomic_write_bytes(target, raw)
+            except OSError as e:
+                raise _write_error(e, self.root) from e
         return m
 
     def _walk_manifests(self) -> Iterator[tuple[ModelName, Path]]:
@@ -510,7 +608,10 @@ class Store:
                 m = Manifest.parse(p.read_bytes(), name=n.display)
             except StoreError:
                 m = None  # a corrupt manifest can still be removed
-            p.unlink()
+            try:
+                p.unlink()
+            except OSError as e:
+                raise _write_error(e, self.root) from e
             self._prune_dirs(p.parent)
             if prune and m is not None:
                 used = self.referenced_digests()
@@ -549,10 +650,13 @@ class Store:
             return removed
         now = time.time()
         with self._lock:
+            removed += self.reclaim_temps(stale_after=stale_after)
             used = {check_digest(d) for d in self.referenced_digests()}
             for p in self.blobs_dir.iterdir():
                 name = p.name
-                if name.startswith(_TMP_PREFIX) or "-partial" in name:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                if "-partial" in name:
                     try:
                         if now - p.stat().st_mtime > stale_after:
                             p.unlink()

@@ -26,6 +26,18 @@ make_tiny_model = _load_script("make_tiny_model")
 TEST_CACHE = __import__("tests.smollm2", fromlist=["default_cache"]).default_cache()
 
 
+#: session fixtures worth building once: under pytest-xdist (``--dist loadgroup``, as
+#: scripts/test.sh runs the suite) every test using one of them runs on the same worker
+SHARED_SESSION_FIXTURES = ("built",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"

@@ -5,6 +5,7 @@ nothing is loaded at import time, and models load on first use through the sched
 
     api/
     ├── __init__.py   create_app: middleware (CORS, host check), error handlers, routers
+    ├── origins.py    OriginGuard: 403 for cross-site requests from origins not allowed
     ├── errors.py     ApiError and the one error -> HTTP answer mapping (Ollama / OpenAI shape)
     ├── schemas.py    request bodies, JSON reading with size limits
     ├── service.py    model lookup, options, keep_alive, format grammar, engine-thread streaming
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import socket
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -36,6 +36,7 @@ from ..errors import LlmcrateError
 from ..scheduler import Scheduler
 from ..store import Store
 from .errors import ApiError, error_body, error_response, is_openai
+from .origins import OriginGuard, origins_regex
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -48,16 +49,6 @@ CORS_HEADERS = [
     "x-stainless-package-version", "x-stainless-poll-helper", "x-stainless-retry-count",
     "x-stainless-runtime", "x-stainless-runtime-version", "x-stainless-timeout",
 ]
-
-
-#: gin-contrib/cors AllowBrowserExtensions, which Ollama turns on (Page Assist and friends).
-BROWSER_EXTENSIONS = ("chrome-extension://*", "moz-extension://*", "safari-web-extension://*")
-
-
-def origins_regex(origins: tuple[str, ...]) -> str:
-    """OLLAMA_ORIGINS patterns (``*`` wildcards) as one anchored regular expression."""
-    parts = [re.escape(o).replace(r"\*", ".*") for o in (*origins, *BROWSER_EXTENSIONS)]
-    return "^(?:" + "|".join(parts) + ")$"
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -119,6 +110,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origin_regex=origins_regex(allowed),
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                            allow_headers=CORS_HEADERS)
+    # outside CORS: a disallowed Origin is refused before any route (or body read) runs
+    app.add_middleware(OriginGuard, origins=allowed)
     app.add_middleware(AllowedHosts, bind_host=settings.host.host)
     app.add_middleware(VersionHeader)
     return app

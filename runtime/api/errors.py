@@ -3,12 +3,18 @@
 Ollama answers ``{"error": "..."}``; the ``/v1`` routes answer OpenAI's
 ``{"error": {"message", "type", "param", "code"}}`` (Ollama's ``openai.NewError``), and
 ``/v1/messages`` Anthropic's ``{"type": "error", "error": {"type", "message"}}``.
+
+Clients never see server paths: every message is scrubbed here (:func:`scrub_paths`) — a blob
+becomes the model(s) using it, anything else in the models dir "the models dir", any other
+absolute path its last component. The log keeps the full message.
 """
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -16,7 +22,14 @@ from fastapi.responses import JSONResponse
 from ..errors import (DigestMismatch, EngineError, ImageError, InvalidName, LlmcrateError,
                       ModelfileError, ModelNotFound, ServerBusy, TemplateError)
 
+if TYPE_CHECKING:
+    from ..store import Store
+
 logger = logging.getLogger(__name__)
+
+#: an absolute filesystem path: "/" not preceded by a name, URL or path character
+_ABS_PATH = re.compile(r"(?<![\w.:/~%-])/[^\s'\"`,;()<>\[\]{}]+")
+_BLOB = re.compile(r"/blobs/(sha256[-:][0-9a-fA-F]{64})(?:-partial\S*)?$")
 
 
 class ApiError(Exception):
@@ -43,13 +56,53 @@ def status_for(err: LlmcrateError) -> int:
     return 500
 
 
-def to_api_error(err: BaseException) -> ApiError:
+def _models_using(store: Store, digest: str) -> list[str]:
+    digest = digest.replace("-", ":", 1)
+    try:
+        return [e.name.display for e in store.list_models()
+                if any(layer.digest == digest for layer in e.manifest.layers)]
+    except Exception:                          # a scrub must never fail the answer
+        logger.debug("could not map %s to models", digest, exc_info=True)
+        return []
+
+
+def scrub_paths(message: str, *, store: Store | None = None) -> str:
+    """``message`` with every absolute server path replaced by what a client may know."""
+    root = str(store.root) if store is not None else None
+
+    def replace(m: re.Match[str]) -> str:
+        path = m.group(0).rstrip(".")
+        tail = m.group(0)[len(path):]
+        if path.startswith(("/api/", "/v1/")):     # our own routes, named in some answers
+            return m.group(0)
+        blob = _BLOB.search(path)
+        if blob:
+            names = _models_using(store, blob.group(1)) if store is not None else []
+            what = ", ".join(f'"{n}"' for n in names) if names else blob.group(1)[:19] + "…"
+            return f"model {what}{tail}" if names else f"blob {what}{tail}"
+        if m.string[:m.start()].endswith("models dir "):   # "models dir /x is read-only"
+            return "(on the server)" + tail
+        if root and (path == root or path.startswith(root.rstrip("/") + "/")):
+            return "the models dir" + tail
+        return (Path(path).name or "(path)") + tail
+
+    return _ABS_PATH.sub(replace, message)
+
+
+def to_api_error(err: BaseException, *, store: Store | None = None) -> ApiError:
+    """The client's view of ``err``: its HTTP status and a message without server paths."""
     if isinstance(err, ApiError):
-        return err
-    if isinstance(err, LlmcrateError):
-        return ApiError(status_for(err), str(err))
-    logger.exception("unexpected error", exc_info=err)
-    return ApiError(500, f"internal error: {err}")
+        api = err
+    elif isinstance(err, LlmcrateError):
+        api = ApiError(status_for(err), str(err))
+    else:
+        logger.exception("unexpected error", exc_info=err)
+        api = ApiError(500, f"internal error: {err}")
+    clean = scrub_paths(api.message, store=store)
+    if clean == api.message:
+        return api
+    logger.warning("%s", api.message)          # the log keeps the paths the client does not see
+    return ApiError(api.status, clean)
 
 
 def is_openai(request: Request) -> bool:
@@ -82,7 +135,7 @@ def error_body(request: Request, status: int, message: str) -> dict[str, Any]:
 
 
 def error_response(request: Request, err: BaseException) -> JSONResponse:
-    api = to_api_error(err)
+    api = to_api_error(err, store=getattr(request.app.state, "store", None))
     return JSONResponse(error_body(request, api.status, api.message), status_code=api.status)
 
 

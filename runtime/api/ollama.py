@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .. import OLLAMA_API_VERSION
 from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
 from ..names import parse_name
-from ..store import check_digest, new_temp_file
+from ..store import ReadOnlyStore, check_digest, new_temp_file
 from .errors import ApiError, error_line, status_for, to_api_error
 from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
 from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
@@ -422,6 +422,8 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
             create_from_request(svc.store, name, req, progress=lambda s: report({"status": s}))
         except ModelNotFound as e:
             raise ApiError(404, str(e)) from None
+        except ReadOnlyStore as e:                         # the server's fault, not the request's
+            raise ApiError(500, str(e)) from None
         except (StoreError, GGUFError, TemplateError) as e:  # a missing blob, not a GGUF, a
             raise ApiError(400, str(e)) from None              # template that does not parse
         except LlmcrateError as e:
@@ -434,7 +436,8 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     """The pre-0.5 form of /api/create, still sent by older clients and scripts:
     ``{"name": ..., "modelfile": "FROM ...\nSYSTEM ..."}``. FROM names a model, a blob
     (``@sha256:<hex>``, as old clients wrote after uploading) or a blob file of this very store
-    (what ``show --modelfile`` prints); fields given beside the Modelfile win over it."""
+    (what ``show --modelfile`` prints); ADAPTER lines name blobs the same ways. Fields given
+    beside the Modelfile win over it."""
     from ..modelfile import parse_modelfile
 
     try:
@@ -445,20 +448,24 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     if not froms:
         raise ApiError(400, "Modelfile: no FROM line")
     for src in froms:   # a model's blob, then a projector's (what show --modelfile prints)
-        blob = src.lstrip("@")
-        name = Path(blob).name
-        if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
-                "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
+        digest = _legacy_blob(svc, src, "FROM")
+        if digest:
             body.files = body.files or {}
-            body.files["model.gguf" if not body.files else f"{name[7:19]}.gguf"] = \
-                "sha256:" + name[7:]
-        elif src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
-            raise ApiError(400, f"FROM {src}: the server does not read files by path; upload "
-                                "the file with POST /api/blobs/<digest> and name it in 'files'")
+            body.files["model.gguf" if not body.files else f"{digest[7:19]}.gguf"] = digest
         elif body.from_ and body.from_ != src:
             raise ApiError(400, f"Modelfile: FROM {src}: a Modelfile can build on one model")
         else:
             body.from_ = src
+    # ADAPTER lines follow FROM's rules for files; an adapter is never a model name
+    adapters: dict[str, str] = {}
+    for i, a in enumerate(mf.adapters):
+        digest = _legacy_blob(svc, a.strip(), "ADAPTER")
+        if not digest:
+            raise ApiError(400, f"ADAPTER {a}: name an uploaded blob (@sha256:<hex>, uploaded "
+                                "with POST /api/blobs/<digest>)")
+        adapters[f"adapter-{i}.gguf"] = digest
+    if adapters:
+        body.adapters = {**adapters, **(body.adapters or {})}
     body.template = body.template if body.template is not None else mf.template
     body.system = body.system if body.system is not None else mf.system
     body.parameters = {**(mf.parameters or {}), **(body.parameters or {})} or None
@@ -466,6 +473,20 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
         body.license = list(mf.licenses)
     if body.messages is None and mf.messages:
         body.messages = list(mf.messages)
+
+
+def _legacy_blob(svc: Service, src: str, what: str) -> str | None:
+    """The digest a legacy Modelfile's FROM/ADAPTER value names (``@sha256:<hex>`` or a blob
+    file of this store); None for anything else that is not a path; 400 for other paths."""
+    blob = src.lstrip("@")
+    name = Path(blob).name
+    if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and (
+            "/" not in blob or Path(blob).parent.resolve() == svc.store.blobs_dir.resolve()):
+        return "sha256:" + name[7:]
+    if src.startswith(("/", "./", "../", "~")) or src.lower().endswith(".gguf"):
+        raise ApiError(400, f"{what} {src}: the server does not read files by path; upload the "
+                            "file with POST /api/blobs/<digest> and name it in 'files'")
+    return None
 
 
 def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:

@@ -7,16 +7,23 @@ the loop-controls extension, a ``tojson`` filter that keeps non-ASCII, and the g
 ``add_generation_prompt``, ``bos_token``, ``eos_token`` (plus ``enable_thinking`` /
 ``reasoning_effort`` when a think value is given, as chat servers pass them).
 
-The template is untrusted (it comes with a downloaded file), so besides the sandbox the render
-is bounded: ``range`` is budgeted across the whole render, ``*``/``+``/``~`` results and the
-output are size-checked, and a render that runs longer than a deadline is stopped.
+The template is untrusted (it comes with a downloaded file), so besides the sandbox both its
+compilation and its render are bounded. They run in a child process (:mod:`.jinja_worker`)
+whose address space is capped and which is killed when it passes the deadline: no template can
+hold the server's memory or an engine thread. Inside, clear errors come first: ``range`` is
+budgeted across the whole render; ``*``/``+``/``%`` results, every filter's and method call's
+result and the output are size-checked; ``%``/``format`` widths and integer arguments beyond
+the size limit are refused before anything is built; and no filter is run at compile time
+(Jinja's optimizer folds constant filter calls such as ``'%999999999s'|format('x')`` while
+compiling: every filter is marked context-dependent, which Jinja never folds).
 """
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
 import functools
 import json
+import re
+import string
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -24,13 +31,15 @@ from typing import Any
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+from jinja2.filters import do_format as _jinja_format
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from ..errors import TemplateError
 
 MAX_OUTPUT = 16 * 1024 * 1024        # characters of output and of any intermediate string
 MAX_RANGE_TOTAL = 1_000_000           # items produced by range() in one render
-DEADLINE_S = 10.0                     # wall-clock limit of one render
+DEADLINE_S = 10.0                     # wall-clock limit of one compile + render
 
 
 class _Budget(threading.local):
@@ -39,9 +48,59 @@ class _Budget(threading.local):
 
 _budget = _Budget()
 
+# printf conversions (width and precision) and the numbers in str.format specs
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
+_NUMBER = re.compile(r"\d+")
+
+
+def _too_large(what: str) -> TemplateError:
+    return TemplateError(f"chat template: {what} exceeds the size limit ({MAX_OUTPUT})")
+
+
+def _check_printf(fmt: str) -> None:
+    for m in _PRINTF_SPEC.finditer(fmt):
+        for num in m.groups():
+            if num and int(num) > MAX_OUTPUT:
+                raise _too_large(f"format width {num}")
+
+
+def _check_str_format(fmt: str) -> None:
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return                      # str.format raises its own error for it
+    for _, _, spec, _ in fields:
+        for num in _NUMBER.findall(spec or ""):
+            if int(num) > MAX_OUTPUT:
+                raise _too_large(f"format width {num}")
+
+
+#: filters whose integer arguments size their result (width, count, indent)
+_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice",
+                             "tojson", "pprint"})
+
+
+#: str methods whose integer arguments size their result
+_SIZING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Integers beyond the size limit (``center(10**9)``, ``indent(10**9)``) build huge strings.
+    Only for calls whose integers size their result: a timestamp passed to ``default`` is fine."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_OUTPUT:
+            raise _too_large(f"argument {a}")
+
+
+def _check_result(result: Any) -> Any:
+    if isinstance(result, (str, list, tuple)) and len(result) > MAX_OUTPUT:
+        raise _too_large("value")
+    return result
+
 
 class _BoundedEnv(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "+"})
+    # intercepted binops are also never folded at compile time (jinja2.nodes.BinExpr.as_const)
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
@@ -52,18 +111,49 @@ class _BoundedEnv(ImmutableSandboxedEnvironment):
                 if isinstance(a, (str, list, tuple)) and isinstance(b, int) \
                         and len(a) * b > MAX_OUTPUT:
                     raise TemplateError("chat template: sequence repetition too large")
-        result = super().call_binop(context, operator, left, right)
-        if isinstance(result, (str, list, tuple)) and len(result) > MAX_OUTPUT:
-            raise TemplateError("chat template: value exceeds the size limit")
-        return result
+        if operator == "%" and isinstance(left, str):
+            _check_printf(left)
+        return _check_result(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # methods the sandbox allows can still build huge strings: 'x'.center(10**9),
+        # '{:999999999}'.format(x), ...
+        if isinstance(getattr(__obj, "__self__", None), str):
+            method = getattr(__obj, "__name__", None)
+            if method in ("format", "format_map"):
+                _check_str_format(__obj.__self__)
+            elif method in _SIZING_METHODS:              # 'x'.center(n), 'x'.zfill(n), ...
+                _check_args(args, kwargs)
+        return _check_result(super().call(__context, __obj, *args, **kwargs))
+
+
+def _guarded_filter(name: str, func: Any) -> Any:
+    """``func`` behind the size checks, marked ``pass_context`` so that Jinja never runs it at
+    compile time (``_FilterTestCommon.as_const`` gives up on context filters)."""
+    pass_arg = _PassArg.from_obj(func)
+
+    @jinja2.pass_context
+    def guarded(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if name in _SIZING_FILTERS:
+            _check_args(args, kwargs)
+        if func is _jinja_format and isinstance(value, str):
+            _check_printf(value)
+        if pass_arg is _PassArg.context:
+            result = func(context, value, *args, **kwargs)
+        elif pass_arg is _PassArg.eval_context:
+            result = func(context.eval_ctx, value, *args, **kwargs)
+        elif pass_arg is _PassArg.environment:
+            result = func(context.environment, value, *args, **kwargs)
+        else:
+            result = func(value, *args, **kwargs)
+        return _check_result(result)
+
+    return guarded
 
 
 def _checked_join(orig: Any) -> Any:
     def join(seq: Iterable[Any]) -> Any:
-        result = orig(seq)
-        if len(result) > MAX_OUTPUT:
-            raise TemplateError("chat template: value exceeds the size limit")
-        return result
+        return _check_result(orig(seq))
     return join
 
 
@@ -110,6 +200,7 @@ def compile_jinja(source: str) -> jinja2.Template:
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["range"] = _range
+    env.filters = {name: _guarded_filter(name, f) for name, f in env.filters.items()}
     try:
         tmpl = env.from_string(source)
     except jinja2.TemplateSyntaxError as e:
@@ -157,8 +248,7 @@ def render_jinja(source: str, *, messages: list[dict[str, Any]],
                  tools: list[dict[str, Any]] | None = None, add_generation_prompt: bool = True,
                  bos_token: str = "", eos_token: str = "",
                  think: bool | str | None = None) -> str:
-    """Render a Jinja chat template (sandboxed and bounded). Raises TemplateError."""
-    tmpl = compile_jinja(source)
+    """Render a Jinja chat template (sandboxed, in a bounded child process). Raises TemplateError."""
     ctx: dict[str, Any] = {
         "messages": jinja_messages(messages), "add_generation_prompt": add_generation_prompt,
         "bos_token": bos_token, "eos_token": eos_token,
@@ -169,15 +259,25 @@ def render_jinja(source: str, *, messages: list[dict[str, Any]],
         ctx["enable_thinking"] = bool(think) if not isinstance(think, str) else True
         if isinstance(think, str):
             ctx["reasoning_effort"] = think
-    return _run_bounded(tmpl, ctx)
+    from .jinja_worker import render_in_worker
+
+    return render_in_worker(source, ctx, deadline_s=DEADLINE_S, max_range=MAX_RANGE_TOTAL)
 
 
-def _run_bounded(tmpl: jinja2.Template, ctx: dict[str, Any]) -> str:
-    _budget.range_left = MAX_RANGE_TOTAL
+def render_in_process(source: str, ctx: dict[str, Any], *,
+                      max_range: int | None = None) -> str:
+    """Compile and render here, with the in-template checks only (the worker process runs this)."""
+    _budget.range_left = MAX_RANGE_TOTAL if max_range is None else max_range
     try:
-        return _render_with_deadline(tmpl, ctx)
-    except _Deadline:
-        raise TemplateError(f"chat template: rendering took longer than {DEADLINE_S:g}s") from None
+        tmpl = compile_jinja(source)
+        parts: list[str] = []
+        size = 0
+        for chunk in tmpl.generate(**ctx):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateError(f"chat template: output exceeds {MAX_OUTPUT} characters")
+            parts.append(chunk)
+        return "".join(parts)
     except TemplateError:
         raise
     except jinja2.exceptions.SecurityError as e:
@@ -185,42 +285,5 @@ def _run_bounded(tmpl: jinja2.Template, ctx: dict[str, Any]) -> str:
     except jinja2.TemplateError as e:
         raise TemplateError(f"chat template: {e}") from None
     except (TypeError, ValueError, KeyError, IndexError, AttributeError,
-            ZeroDivisionError, OverflowError, RecursionError, MemoryError) as e:
+            ZeroDivisionError, OverflowError, RecursionError) as e:
         raise TemplateError(f"chat template: {type(e).__name__}: {e}") from None
-
-
-def _render_with_deadline(tmpl: jinja2.Template, ctx: dict[str, Any]) -> str:
-    target = threading.get_ident()
-    done = threading.Event()
-    lock = threading.Lock()
-    finished = [False]
-
-    def watchdog() -> None:
-        if not done.wait(DEADLINE_S):
-            with lock:
-                if finished[0]:
-                    return
-                # stop the rendering thread at its next bytecode (the compiled template is
-                # pure Python); it surfaces in _run_bounded as a TemplateError
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target),
-                                                           ctypes.py_object(_Deadline))
-
-    timer = threading.Thread(target=watchdog, daemon=True)
-    timer.start()
-    parts: list[str] = []
-    size = 0
-    try:
-        for chunk in tmpl.generate(**ctx):
-            size += len(chunk)
-            if size > MAX_OUTPUT:
-                raise TemplateError(f"chat template: output exceeds {MAX_OUTPUT} characters")
-            parts.append(chunk)
-    finally:
-        with lock:
-            finished[0] = True
-        done.set()
-    return "".join(parts)
-
-
-class _Deadline(BaseException):
-    pass

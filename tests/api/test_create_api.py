@@ -45,3 +45,27 @@ def test_legacy_modelfile_create(live_server, tiny_store) -> None:
                                               "modelfile": "FROM tiny\nPARAMETER nope 1\n"})
     assert r.status_code == 400 and "2:" in r.json()["error"]
     assert not tiny_store.exists("x")
+
+
+def test_legacy_modelfile_adapter_is_honoured_or_refused(live_server, tiny_store) -> None:
+    """ADAPTER in a legacy Modelfile follows FROM's rules: a blob is kept as an adapter layer,
+    anything else is a 400 (it was dropped silently)."""
+    import httpx
+
+    from runtime.store import MEDIA_ADAPTER
+
+    url = live_server()
+    digest = tiny_store.resolve("tiny").layers_of(MEDIA_MODEL)[0].digest
+    blob_path = tiny_store.blob_path(digest)
+    for name, line in (("by-digest", f"ADAPTER @{digest}"), ("by-path", f"ADAPTER {blob_path}")):
+        r = httpx.post(f"{url}/api/create", json={"name": name, "stream": False,
+                                                  "modelfile": f"FROM tiny\n{line}\n"})
+        assert r.status_code == 200, r.text
+        assert [a.digest for a in tiny_store.resolve(name).layers_of(MEDIA_ADAPTER)] == [digest]
+    for line, says in (("ADAPTER lora-name", "name an uploaded blob"),
+                       ("ADAPTER /etc/passwd", "does not read files by path"),
+                       ("ADAPTER ./lora.gguf", "does not read files by path")):
+        r = httpx.post(f"{url}/api/create", json={"name": "x", "stream": False,
+                                                  "modelfile": f"FROM tiny\n{line}\n"})
+        assert r.status_code == 400 and says in r.json()["error"], r.text
+    assert not tiny_store.exists("x")

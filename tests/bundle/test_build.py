@@ -116,10 +116,12 @@ def test_parse_size() -> None:
 def test_cli_build_inspect_verify(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_MODELS", str(built.store.root))
     runner = CliRunner()
-    r = runner.invoke(main, ["bundle", "build", str(built.spec), "-o", str(tmp_path), "--compress", "gz"])
+    # "-o NEWDIR/": a trailing slash means a folder, created when missing (as with cp)
+    r = runner.invoke(main, ["bundle", "build", str(built.spec), "-o", f"{tmp_path / 'new'}/",
+                             "--compress", "gz"])
     assert r.exit_code == 0, r.output
-    out = tmp_path / "demo-1.0.tar.gz"
-    assert str(out) in r.output
+    out = tmp_path / "new" / "demo-1.0.tar.gz"
+    assert out.is_file() and str(out) in r.output
     r = runner.invoke(main, ["bundle", "inspect", str(out)])
     assert r.exit_code == 0 and "tinybot:latest" in r.output and "cpu (installed package)" in r.output
     r = runner.invoke(main, ["bundle", "verify", str(out)])
@@ -127,6 +129,14 @@ def test_cli_build_inspect_verify(built: Built, tmp_path: Path, monkeypatch: pyt
     out.write_bytes(out.read_bytes()[:-5000])
     r = runner.invoke(main, ["bundle", "verify", str(out)])
     assert r.exit_code == 1 and r.output.startswith("Error: ")
+
+
+def test_inspect_of_a_folder_without_bundle_json_is_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["bundle", "inspect", str(tmp_path)])
+    assert r.exit_code == 1
+    assert r.output == f"Error: {tmp_path}: no bundle.json in this folder (not a llmcrate bundle?)\n"
+    r = CliRunner().invoke(main, ["bundle", "inspect", str(tmp_path / "nope.tar")])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and len(r.output.splitlines()) == 1
 
 
 def test_cli_reports_spec_errors(tmp_path: Path) -> None:

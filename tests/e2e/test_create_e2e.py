@@ -137,3 +137,60 @@ def test_disk_filling_up_mid_write_leaves_no_blob(small_disk: Path) -> None:
     with pytest.raises(InsufficientSpace, match="not enough disk space"):
         store.add_blob_stream(iter([b"x" * (256 << 10)] * 8))  # 2 MiB, no size hint
     assert list(store.blobs_dir.iterdir()) == []
+
+
+@pytest.fixture
+def read_only_store(tmp_path: Path, tiny_gguf: Path):
+    """A store holding tiny:latest on a tmpfs remounted read-only (root only, like small_disk)."""
+    from tests.api.conftest import build_tiny_store
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        store = build_tiny_store(mnt / "models", tiny_gguf)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield store
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_read_only_models_dir_is_one_clear_line(tmp_path: Path, read_only_store,
+                                                tiny_gguf: Path) -> None:
+    """CLI create/rm/cp/pull on a read-only store (no server: they work on it directly)."""
+    (tmp_path / "Modelfile").write_text(f"FROM {tiny_gguf}\n")
+    (tmp_path / "Modelfile2").write_text("FROM tiny\nSYSTEM hi\n")
+    env = dict(os.environ, OLLAMA_MODELS=str(read_only_store.root))
+    before = sorted(p.name for p in read_only_store.blobs_dir.iterdir())
+    for args in (["create", "new", "-f", "Modelfile"], ["create", "new2", "-f", "Modelfile2"],
+                 ["rm", "tiny"], ["cp", "tiny", "copy"],
+                 ["pull", "127.0.0.1:9/library/x", "--insecure"]):
+        r = _run(*args, cwd=tmp_path, env=env)
+        assert r.returncode == 1, (args, r.stderr)
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith(("Error", "Traceback"))]
+        assert errors == [f"Error: models dir {read_only_store.root} is read-only"], (args, r.stderr)
+    assert sorted(p.name for p in read_only_store.blobs_dir.iterdir()) == before
+
+
+def test_read_only_models_dir_over_the_api_is_500_without_paths(read_only_store) -> None:
+    import httpx
+
+    from runtime.api import create_app  # noqa: F401  (the live server below serves it)
+    from tests.api.conftest import LiveServer
+    from runtime.config import HostAddr, load_settings
+
+    srv = LiveServer(load_settings(models_dir=read_only_store.root,
+                                   host=HostAddr(host="127.0.0.1", port=0)), read_only_store)
+    srv.start()
+    try:
+        for method, path, body in (("POST", "/api/copy", {"source": "tiny", "destination": "c"}),
+                                   ("DELETE", "/api/delete", {"model": "tiny"}),
+                                   ("POST", "/api/create", {"model": "n", "from": "tiny",
+                                                            "system": "hi", "stream": False})):
+            r = httpx.request(method, srv.url + path, json=body, timeout=60)
+            assert r.status_code == 500, (path, r.text)
+            assert r.json()["error"] == "models dir (on the server) is read-only", (path, r.text)
+    finally:
+        srv.stop()

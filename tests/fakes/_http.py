@@ -28,6 +28,9 @@ class RequestRecord:
     sent: int = 0
     authorization: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    client_port: int = 0                 # tells connections apart (one port per connection)
+    started: float = 0.0                 # time.monotonic() when the request line came ...
+    ended: float = 0.0                   # ... and when the answer (body included) was sent
 
 
 @dataclass
@@ -101,12 +104,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
 
+    def parse_request(self) -> bool:
+        self._started = time.monotonic()
+        return super().parse_request()
+
     # -- helpers ------------------------------------------------------------------------------
     def record(self, status: int, sent: int = 0) -> RequestRecord:
         rec = RequestRecord(server=self.server.name, method=self.command, path=self.path,
                             status=status, range=self.headers.get("Range"), sent=sent,
                             authorization=self.headers.get("Authorization"),
-                            headers={k: v for k, v in self.headers.items()})
+                            headers={k: v for k, v in self.headers.items()},
+                            client_port=int(self.client_address[1]),
+                            started=getattr(self, "_started", 0.0), ended=time.monotonic())
         self.server.owner._log_request(rec)
         return rec
 
@@ -168,6 +177,8 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
             return
+        finally:
+            rec.ended = time.monotonic()
         if limit < length or faults.lie_content_length:
             # drop the connection mid-body (or after a body shorter than announced)
             self.close_connection = True

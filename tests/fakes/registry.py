@@ -18,6 +18,7 @@ default when no redirect is set), ``bearer`` (401 + ``WWW-Authenticate: Bearer r
 token from the realm is sent), ``deny_token`` (the realm refuses), and on ``faults`` (applied to
 every blob body, wherever it is served): ``slow`` (bytes/s), ``drop_after_bytes`` (+ ``drop_times``),
 ``wrong_digest``, ``lie_content_length``. ``fail_next`` answers the next N blob requests with 503.
+``chunked_manifests`` sends manifests chunked, without a Content-Length (as a hostile registry may).
 ``requests`` is the log; ``bytes_served(digest)`` sums body bytes sent for one blob.
 """
 from __future__ import annotations
@@ -96,6 +97,7 @@ class FakeRegistry:
         self.bearer = False
         self.deny_token = False
         self.fail_next = 0
+        self.chunked_manifests = False
         self.faults = Faults()
         self.uploads: dict[str, bytearray] = {}     # upload session id -> bytes so far
         self.pushed: list[str] = []                  # "ns/model:tag" of manifests pushed
@@ -277,6 +279,8 @@ class _RegistryHandler(Handler):
                             and "sha256:" + hashlib.sha256(r).hexdigest() == ref), None)
             if raw is None:
                 return self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+            if reg.chunked_manifests:
+                return self._send_chunked(raw)
             return self.send_bytes(200, raw, content_type=MEDIA_MANIFEST,
                                    headers={"Docker-Content-Digest":
                                             "sha256:" + hashlib.sha256(raw).hexdigest()})
@@ -392,6 +396,21 @@ class _RegistryHandler(Handler):
             return self.send_bytes(201, b"", headers={"Docker-Content-Digest": digest})
         self._body()
         self._error(404, "NOT_FOUND", "not found")
+
+    def _send_chunked(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", MEDIA_MANIFEST)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        rec = self.record(200)                  # logged first: the client may hang up any time
+        try:
+            for i in range(0, len(body), 1 << 16):
+                piece = body[i:i + (1 << 16)]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                rec.sent += len(piece)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True        # the client stopped reading: that is the point
 
     def _token(self, query: dict[str, list[str]]) -> None:
         if self.reg.deny_token:

@@ -134,3 +134,52 @@ def test_malformed_tool_call_is_a_template_error() -> None:
     with pytest.raises(TemplateError):
         chat_prompt(template=None, jinja_template="{{ messages }}",
                     messages=[{"role": "assistant", "content": "", "tool_calls": ["x"]}])
+
+
+@pytest.mark.parametrize("t", [
+    "{{ '%999999999s'|format('x') }}",                 # folded at compile time by Jinja itself
+    "{{ '%.999999999f'|format(1.0) }}",
+    "{{ '%999999999s' % 'x' }}",
+    "{{ 'x'.center(999999999) }}",
+    "{{ '{:999999999}'.format('x') }}",
+    "{{ 'x'|center(999999999) }}",
+    "{{ 'a\nb'|indent(999999999, true) }}",
+])
+def test_width_bombs_fail_with_a_clear_error(t: str) -> None:
+    with pytest.raises(TemplateError, match="exceeds the size limit"):
+        render_jinja(t, messages=[])
+
+
+def test_filters_are_not_run_at_compile_time() -> None:
+    code = J.compile_jinja("{{ 'abc'|upper }}").environment.compile("{{ 'abc'|upper }}", raw=True)
+    assert "'ABC'" not in code and "ABC" not in code
+    assert render_jinja("{{ 'abc'|upper }}", messages=[]) == "ABC"
+
+
+def test_memory_bomb_no_check_foresees_is_stopped_in_the_worker() -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ~2 G characters from one str.replace call: only the worker's memory cap stops it
+    t = "{{ ('x' * 10000000)|replace('', 'y' * 200) }}"
+    with pytest.raises(TemplateError, match="memory"):
+        render_jinja(t, messages=[])
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200 * 1024           # this process never held the string
+    assert render_jinja("ok", messages=[]) == "ok"
+
+
+def test_a_dead_worker_is_replaced() -> None:
+    from runtime.prompt import jinja_worker
+
+    assert render_jinja("ok", messages=[]) == "ok"
+    for child in jinja_worker._pool.idle:
+        child.proc.kill()
+        child.proc.wait()
+    assert render_jinja("{{ 1 + 1 }}", messages=[]) == "2"
+
+
+def test_big_numbers_that_size_nothing_are_fine() -> None:
+    t = ("{{ '%d'|format(1700000000) }} {{ nothing_here|default(1700000000) }} "
+         "{{ 'a-b'.split('-', 1700000000)|length }}")
+    assert render_jinja(t, messages=[]) == "1700000000 1700000000 2"

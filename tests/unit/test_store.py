@@ -245,3 +245,49 @@ def test_blobs_and_manifests_are_readable_by_other_users(tmp_path: Path) -> None
             assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     finally:
         os.umask(old)
+
+
+def _temp_of_a_killed_writer(blobs: Path) -> Path:
+    """What a create or upload killed mid-copy leaves: its temp file, its PID gone."""
+    code = ("import os, sys; from pathlib import Path; from runtime.store import new_temp_file\n"
+            "fd, tmp = new_temp_file(Path(sys.argv[1])); os.write(fd, b'x' * 4096)\n"
+            "print(tmp, flush=True); os._exit(9)\n")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code, str(blobs)], capture_output=True, text=True)
+    tmp = Path(r.stdout.strip())
+    assert tmp.is_file() and tmp.name.startswith(".tmp-")
+    return tmp
+
+
+def test_temps_of_killed_writers_are_reclaimed_on_the_next_write(tmp_path: Path) -> None:
+    from runtime.store import new_temp_file
+
+    store = Store(tmp_path / "models")
+    store.blobs_dir.mkdir(parents=True)
+    dead = _temp_of_a_killed_writer(store.blobs_dir)
+    fd, live = new_temp_file(store.blobs_dir)             # a write in progress, in this process
+    legacy = store.blobs_dir / ".tmp-abc123"              # an older version's, just written
+    legacy.write_bytes(b"y")
+    try:
+        store.add_blob_bytes(b"some blob")
+        assert not dead.exists()
+        assert live.exists() and legacy.exists()
+    finally:
+        os.close(fd)
+        live.unlink()
+
+
+def test_server_start_reclaims_temps_of_killed_writers(tmp_path: Path) -> None:
+    from runtime.config import load_settings
+    from runtime.server_main import prepare_store
+
+    store = Store(tmp_path / "models")
+    store.blobs_dir.mkdir(parents=True)
+    dead = _temp_of_a_killed_writer(store.blobs_dir)
+    old_legacy = store.blobs_dir / ".tmp-old"
+    old_legacy.write_bytes(b"y")
+    os.utime(old_legacy, (time.time() - 2 * 86400,) * 2)
+    prepare_store(load_settings(models_dir=store.root))
+    assert not dead.exists() and not old_legacy.exists()

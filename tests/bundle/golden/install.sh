@@ -153,15 +153,32 @@ if [ "$YES" != 1 ]; then
 fi
 
 # --- transaction -------------------------------------------------------------------------------
+# Every step is written to $TXN first, so that a run killed at any point (SIGKILL, power loss)
+# is rolled back, or cleaned up when it had committed, by the next run (runtime.verify recover).
+mkdir -p "$PREFIX/lib"
+bundle_py runtime.verify recover --lib "$LIB" --models-dir "$MODELS_DIR" \
+    || die "could not recover from an earlier interrupted install; nothing was changed"
 STAMP=$$
 STAGE=$PREFIX/lib/.llmcrate.new.$STAMP
 OLD=$PREFIX/lib/.llmcrate.old.$STAMP
 JOURNAL=$PREFIX/lib/.llmcrate.models.$STAMP.json
+TXN=$PREFIX/lib/.llmcrate.txn.$STAMP
 SWAPPED=0
+HAD_LIB=0
 DONE=0
 BACKUPS=
+txn() { printf '%s\n' "$*" >> "$TXN"; }
+kill_point() {  # crash tests only: die here, as SIGKILL would
+    if [ "${LLMCRATE_TEST_KILL_AT:-}" = "$1" ]; then kill -KILL $$; fi
+}
 backup() {  # keep a copy of a file we are about to replace, restored on rollback
-    if [ -e "$1" ]; then cp -p "$1" "$1.llmcrate-bak.$STAMP"; fi
+    if [ -e "$1" ]; then
+        txn "backup $1 1"
+        cp -p "$1" "$1.llmcrate-bak.$STAMP.tmp"
+        mv "$1.llmcrate-bak.$STAMP.tmp" "$1.llmcrate-bak.$STAMP"
+    else
+        txn "backup $1 0"
+    fi
     BACKUPS="$BACKUPS $1"
 }
 rollback() {
@@ -170,9 +187,11 @@ rollback() {
     trap - EXIT INT TERM
     say "==> Install failed; rolling back" >&2
     if [ -f "$JOURNAL" ]; then bundle_py runtime.verify rollback --journal "$JOURNAL" || true; fi
-    if [ "$SWAPPED" = 1 ]; then
+    if [ -d "$OLD" ]; then
         rm -rf "$LIB"
-        if [ -d "$OLD" ]; then mv "$OLD" "$LIB"; fi
+        mv "$OLD" "$LIB"
+    elif [ "$SWAPPED" = 1 ] && [ "$HAD_LIB" = 0 ]; then
+        rm -rf "$LIB"
     fi
     for f in $BACKUPS; do
         if [ -e "$f.llmcrate-bak.$STAMP" ]; then mv "$f.llmcrate-bak.$STAMP" "$f"; else rm -f "$f"; fi
@@ -181,14 +200,17 @@ rollback() {
         systemctl daemon-reload 2>/dev/null || true
         if [ -d "$LIB" ]; then systemctl restart llmcrate.service 2>/dev/null || true; fi
     fi
-    rm -rf "$STAGE" "$JOURNAL"
+    rm -rf "$STAGE" "$JOURNAL" "$TXN"
     say "Rolled back; the previous installation (if any) is unchanged." >&2
     exit "$([ "$status" = 0 ] && echo 1 || echo "$status")"
 }
 trap rollback EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$PREFIX/lib" "$PREFIX/bin" "$ETC_DIR" "$MODELS_DIR"
+if [ -d "$LIB" ]; then HAD_LIB=1; else HAD_LIB=0; fi
+txn "had_lib $HAD_LIB"
+txn "systemd $SYSTEMD"
+mkdir -p "$PREFIX/bin" "$ETC_DIR" "$MODELS_DIR"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
 
@@ -210,11 +232,14 @@ bundle_py runtime.verify write-conf "$STAGE/install.conf" PYTHON="$PYTHON" PREFI
     BUNDLE=golden-2.0
 
 say "==> Activating"
-if [ -d "$LIB" ]; then mv "$LIB" "$OLD"; fi
+kill_point staged
 SWAPPED=1
+if [ -d "$LIB" ]; then mv "$LIB" "$OLD"; fi
+kill_point between-renames
 mv "$STAGE" "$LIB"
 
 backup "$PREFIX/bin/llmcrate"
+txn "tmp $PREFIX/bin/llmcrate.tmp.$STAMP"
 cat > "$PREFIX/bin/llmcrate.tmp.$STAMP" <<EOF
 #!/bin/sh
 # llmcrate command, installed by golden-2.0/install.sh
@@ -228,6 +253,7 @@ chmod 755 "$PREFIX/bin/llmcrate.tmp.$STAMP"
 mv "$PREFIX/bin/llmcrate.tmp.$STAMP" "$PREFIX/bin/llmcrate"
 
 backup "$ETC_DIR/llmcrate.env"
+txn "tmp $ETC_DIR/llmcrate.env.tmp.$STAMP"
 {
     printf '# llmcrate settings, read by systemd (EnvironmentFile) and start.sh\n'
     printf 'OLLAMA_HOST=%s\n' "$HOST"
@@ -266,10 +292,14 @@ if [ "$SYSTEMD" = yes ]; then
         || { journalctl -u llmcrate.service -n 30 --no-pager 2>/dev/null || true; die "smoke test failed"; }
 fi
 
+kill_point registered
+txn done                # the commit point: from here on a killed run is finished, not undone
 DONE=1
 trap - EXIT INT TERM
+kill_point committed
 rm -rf "$OLD" "$JOURNAL"
 for f in $BACKUPS; do rm -f "$f.llmcrate-bak.$STAMP"; done
+rm -f "$TXN"
 
 say "==> Installed golden 2.0"
 say "  command:   $PREFIX/bin/llmcrate (try: $PREFIX/bin/llmcrate list)"

@@ -60,8 +60,11 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
                     name: str = "tiny", n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                     n_head_kv: int = 2, context_length: int = 2048,
                     chat_template: str | None = CHATML_TEMPLATE, add_bos: bool = False,
-                    split_max_tensors: int = 0) -> Path:
+                    split_max_tensors: int = 0, duplicate_token: bool = False) -> Path:
     """Write the model to ``path`` and return it. ``size`` (bytes) is a lower bound.
+
+    ``duplicate_token`` writes one token string twice: a crafted file that llama.cpp's vocab
+    loader aborts on (GGML_ASSERT), for crash-containment tests.
 
     With ``split_max_tensors`` the model is written as llama.cpp split files
     (``<stem>-00001-of-0000N.gguf`` …) and the first shard's path is returned."""
@@ -73,6 +76,8 @@ def write_tiny_gguf(path: str | Path, *, size: int | None = None, seed: int = 0,
     merges = [f"{a} {b}" for a, b in MERGES]
     tokens += [a + b for a, b in MERGES]
     n_normal = len(tokens)
+    if duplicate_token:
+        tokens[n_normal - 1] = tokens[0]
     tokens += SPECIAL_TOKENS
     types = [int(gguf.TokenType.NORMAL)] * n_normal + [int(gguf.TokenType.CONTROL)] * len(SPECIAL_TOKENS)
     n_vocab = len(tokens)

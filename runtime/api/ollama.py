@@ -65,6 +65,8 @@ def router(svc: Service) -> APIRouter:
                                    "response": piece.content}
             if piece.thinking:
                 out["thinking"] = piece.thinking
+            if piece.logprobs:
+                out["logprobs"] = piece.logprobs
             out["done"] = piece.final is not None
             if piece.final is not None:
                 out["done_reason"] = piece.final.done_reason
@@ -94,6 +96,8 @@ def router(svc: Service) -> APIRouter:
             if piece.tool_calls:
                 message["tool_calls"] = piece.tool_calls
             out: dict[str, Any] = {"model": model, "created_at": now_iso(), "message": message}
+            if piece.logprobs:
+                out["logprobs"] = piece.logprobs
             if piece.final is not None:
                 out["done_reason"] = piece.final.done_reason
                 out["done"] = True
@@ -220,9 +224,16 @@ def router(svc: Service) -> APIRouter:
 
 # -- answers -------------------------------------------------------------------------------
 
+def _merge_logprobs(acc: dict[str, Any], obj: dict[str, Any]) -> None:
+    logprobs = acc.get("logprobs", []) + obj.get("logprobs", [])
+    if logprobs:
+        obj["logprobs"] = logprobs
+
+
 def _merge_generate(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
     if acc is None:
         return obj
+    _merge_logprobs(acc, obj)
     obj["response"] = acc["response"] + obj["response"]
     thinking = acc.get("thinking", "") + obj.get("thinking", "")
     if thinking:
@@ -233,6 +244,7 @@ def _merge_generate(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str
 def _merge_chat(acc: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
     if acc is None:
         return obj
+    _merge_logprobs(acc, obj)
     calls = acc["message"].get("tool_calls", []) + obj["message"].get("tool_calls", [])
     obj["message"]["content"] = acc["message"]["content"] + obj["message"]["content"]
     thinking = acc["message"].get("thinking", "") + obj["message"].get("thinking", "")

@@ -162,7 +162,7 @@ def router(svc: Service) -> APIRouter:
         include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
         body = parse_body({"model": raw.get("model", ""), "tools": raw.get("tools") or None,
                            "options": _options(raw), "format": _format(raw), "stream": stream,
-                           "think": reasoning_think(raw)},
+                           "think": reasoning_think(raw), **_logprob_fields(raw)},
                           ChatBody)
         body.messages = _messages(raw.get("messages"))
         run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
@@ -171,24 +171,30 @@ def router(svc: Service) -> APIRouter:
         created = int(time.time())
         model = body.model
         if not stream:
-            text, calls, final, reasoning = await _collect(request, run)
+            logprobs: list[dict[str, Any]] = []
+            text, calls, final, reasoning = await _collect(request, run, logprobs=logprobs)
             finish = "tool_calls" if calls else final.done_reason
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if reasoning:
                 message["reasoning"] = reasoning
             if calls:
                 message["tool_calls"] = _openai_calls(calls)
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+            if body.logprobs:
+                choice["logprobs"] = {"content": logprobs}
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "system_fingerprint": FINGERPRINT, "choices": [choice],
                 "usage": _usage(final.prompt_eval_count, final.eval_count),
             })
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        def chunk(delta: dict[str, Any], finish: str | None,
+                  logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            if logprobs:
+                choice["logprobs"] = {"content": logprobs}
             return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": model, "system_fingerprint": FINGERPRINT,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    "model": model, "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
         pieces = await _started(run)
 
@@ -204,10 +210,10 @@ def router(svc: Service) -> APIRouter:
                         sent_calls += len(piece.tool_calls)
                     final = piece.final
                     if final is None:
-                        yield _sse(chunk(delta, None))
+                        yield _sse(chunk(delta, None, piece.logprobs))
                         continue
                     finish = "tool_calls" if sent_calls else final.done_reason
-                    yield _sse(chunk(delta, finish))
+                    yield _sse(chunk(delta, finish, piece.logprobs))
                     if include_usage:
                         last = chunk(delta, finish)
                         last["choices"] = []
@@ -360,7 +366,19 @@ async def _started(run: Run) -> AsyncIterator[Piece]:
     return chained()
 
 
-async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]], Any, str]:
+def _logprob_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` (bool) and ``top_logprobs`` (0-20) as the chat body's fields."""
+    logprobs = raw.get("logprobs")
+    top = raw.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ApiError(400, "invalid type for 'logprobs' field")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)):
+        raise ApiError(400, "invalid type for 'top_logprobs' field")
+    return {"logprobs": bool(logprobs), "top_logprobs": int(top or 0) if logprobs else 0}
+
+
+async def _collect(request: Request, run: Run, *, logprobs: list[dict[str, Any]] | None = None
+                   ) -> tuple[str, list[dict[str, Any]], Any, str]:
     watcher = asyncio.create_task(watch_disconnect(request.receive, run.cancel))
     thinking: list[str] = []
     parts: list[str] = []
@@ -370,6 +388,8 @@ async def _collect(request: Request, run: Run) -> tuple[str, list[dict[str, Any]
         async for piece in run.pieces:
             parts.append(piece.content)
             thinking.append(piece.thinking)
+            if logprobs is not None:
+                logprobs.extend(piece.logprobs)
             calls.extend(piece.tool_calls)
             if piece.final is not None:
                 final = piece.final

@@ -45,6 +45,8 @@ class GenerateBody(_Body):
     options: Optional[Dict[str, Any]] = None
     keep_alive: Any = None
     think: Any = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 class ChatBody(_Body):
@@ -56,6 +58,8 @@ class ChatBody(_Body):
     stream: Optional[bool] = None
     keep_alive: Any = None
     think: Any = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 class EmbedBody(_Body):

@@ -142,6 +142,8 @@ class BatchLoop:
         for req in [r for r in self._waiting if r.id in cancelled]:
             found.add(req.id)
             self._waiting.remove(req)
+            logger.info("request %d cancelled after 0 of %d prompt tokens", req.id,
+                        len(req.tokens))
             req.sampler.close()
             self.emit({"op": "done", "id": req.id, "done_reason": "cancel",
                        "prompt_eval_count": 0, "prompt_eval_duration": 0,
@@ -216,7 +218,7 @@ class BatchLoop:
         # positions, not tokens, fill the cache; -1 never matches a later prompt's token
         slot.cache.extend([-1] * result.n_past)
         req.prompt_count = result.n_tokens
-        self._activate(slot, req, 0)
+        self._activate(slot, req, result.n_tokens)
         self._sampled(slot, -1)
 
     # -- one decode step ---------------------------------------------------------------------
@@ -333,6 +335,9 @@ class BatchLoop:
         now = time.perf_counter_ns()
         t_first = a.t_first or now
         a.req.sampler.close()
+        if reason == "cancel":
+            logger.info("request %d cancelled after %d of %d prompt tokens, %d generated",
+                        a.req.id, a.done_prompt, a.req.prompt_count, len(a.generated))
         self.emit({
             "op": "done", "id": a.req.id, "text": tail, "done_reason": reason,
             "prompt_eval_count": a.req.prompt_count,

@@ -319,6 +319,7 @@ class GenerationRunner(Runner):
             if rid in self._cancelled:
                 self._cancelled.discard(rid)
                 sampler.close()
+                logger.info("request %d cancelled after 0 of %d prompt tokens", rid, len(tokens))
                 self.send({"op": "done", "id": rid, "text": "", "done_reason": "cancel",
                            "prompt_eval_count": 0, "prompt_eval_duration": 0, "eval_count": 0,
                            "eval_duration": 0, "context": []})

@@ -109,6 +109,8 @@ class RunnerProcess:
         parent, child = socket.socketpair()
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if not env.get("LLMCRATE_DEBUG"):
+            env.setdefault("GGML_NO_BACKTRACE", "1")    # no gdb attach on an abort
         cmd = [sys.executable, "-s", "-m", "runtime.runner", str(child.fileno())]
         try:
             proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,

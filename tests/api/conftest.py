@@ -101,6 +101,7 @@ def live_server(tiny_store: Any, models_dir: Path) -> Iterator[Callable[..., str
         servers.append(srv)
         return srv.url
 
+    start.servers = servers       # type: ignore[attr-defined]  # white-box tests reach the app
     yield start
     for srv in servers:
         srv.stop()

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from .config import Settings
 from .engine import LoadOptions, check_memory, file_size
 from .errors import EngineError, LlmcrateError, ServerBusy
+from .format import rfc3339_nano
 from .runner.process import RunnerProcess
 
 #: Starts a runner for these load options with this many parallel sequences.
@@ -131,7 +132,7 @@ def _bare(digest: str) -> str:
 
 
 def _iso(when: dt.datetime) -> str:
-    return when.astimezone().isoformat(timespec="microseconds")
+    return rfc3339_nano(when)       # as Go writes time.Time, like every other time we answer
 
 
 def _close_late(fut: Any) -> None:

@@ -8,7 +8,7 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── origins.py    OriginGuard: 403 for cross-site requests from origins not allowed
     ├── errors.py     ApiError and the one error -> HTTP answer mapping (Ollama / OpenAI shape)
     ├── schemas.py    request bodies, JSON reading with size limits
-    ├── service.py    model lookup, options, keep_alive, format grammar, engine-thread streaming
+    ├── service.py    model lookup, options, keep_alive, format checks, streaming from runners
     ├── prompting.py  seam to runtime.prompt (prompt building, tool-call parsing)
     ├── inference.py  chat / generate / embed runs shared by both routers
     ├── ollama.py     /api/* routes

@@ -139,6 +139,6 @@ def error_response(request: Request, err: BaseException) -> JSONResponse:
     return JSONResponse(error_body(request, api.status, api.message), status_code=api.status)
 
 
-def error_line(err: BaseException) -> bytes:
+def error_line(err: BaseException, *, store: Store | None = None) -> bytes:
     """An error in the middle of an NDJSON stream (after the 200 went out)."""
-    return (json.dumps({"error": to_api_error(err).message}) + "\n").encode()
+    return (json.dumps({"error": to_api_error(err, store=store).message}) + "\n").encode()

@@ -51,14 +51,6 @@ class Instant:
     done_reason: str
 
 
-def _template_text(info: ModelInfo) -> str:
-    if info.template is not None:
-        return info.template
-    from .service import gguf_facts
-
-    return gguf_facts(info.model_path).chat_template or ""
-
-
 def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = False,
                        suffix: bool = False, think: Any = None, images: bool = False) -> None:
     """Ollama's CheckCapabilities: 400 when the request needs what the model's template lacks

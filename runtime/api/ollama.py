@@ -282,7 +282,7 @@ async def _answer(request: Request, run: Run, obj: Callable[[Piece], dict[str, A
             async for piece in rest:
                 yield _line(obj(piece))
         except Exception as e:  # the 200 is out: report in the stream, as Ollama does
-            yield error_line(e)
+            yield error_line(e, store=getattr(request.app.state, "store", None))
         finally:
             run.cancel.set()
             await rest.aclose()  # type: ignore[attr-defined]

@@ -32,8 +32,7 @@ export MTMD_CPP_LIB="$RT_DIR"
 export LD_LIBRARY_PATH="$RT_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LLMCRATE_ACTIVE_RUNTIME="$RT_NAME"
 echo "llmcrate: golden-2.0: serving with the $RT_NAME runtime ($RT_DIR)" >&2
-exec "$PYTHON" -s -c 'import os, pathlib
-from runtime.hardware import load_ggml_backends
-load_ggml_backends(pathlib.Path(os.environ["LLAMA_CPP_LIB_PATH"]))
-from runtime.cli import main
+# the server itself never loads llama.cpp: each model's runner process registers the ggml
+# backends of LLAMA_CPP_LIB_PATH before it loads its model
+exec "$PYTHON" -s -c 'from runtime.cli import main
 main(prog_name="llmcrate")' serve

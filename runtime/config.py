@@ -152,6 +152,9 @@ class Settings:
     runtime: str | None = None         # LLMCRATE_RUNTIME: cpu|cuda|rocm (start.sh)
     load_timeout: float = 300.0
     noprune: bool = False
+    #: LLMCRATE_NUM_THREAD: threads per runner when a request sets no num_thread
+    #: (0: the physical cores, as Ollama and llama-server default to)
+    num_thread: int = 0
 
     def __post_init__(self) -> None:
         if self.num_parallel < 1:
@@ -160,6 +163,8 @@ class Settings:
             raise ConfigError("OLLAMA_MAX_QUEUE", "must be at least 1")
         if self.max_loaded_models < 1:
             raise ConfigError("OLLAMA_MAX_LOADED_MODELS", "must be at least 1")
+        if self.num_thread < 0:
+            raise ConfigError("LLMCRATE_NUM_THREAD", "must be 0 (all cores) or more")
         if self.context_length < 16:
             raise ConfigError("OLLAMA_CONTEXT_LENGTH", "must be at least 16")
 
@@ -211,6 +216,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         runtime=_get(env, "RUNTIME"),
         load_timeout=parse_duration(_get(env, "LOAD_TIMEOUT") or "5m", key="OLLAMA_LOAD_TIMEOUT"),
         noprune=_bool(env, "NOPRUNE"),
+        num_thread=_int(env, "NUM_THREAD", 0),
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

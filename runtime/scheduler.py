@@ -38,18 +38,18 @@ from .errors import EngineError, LlmcrateError, ServerBusy
 from .format import rfc3339_nano
 from .runner.process import RunnerProcess
 
-#: Starts a runner for these load options with this many parallel sequences.
-Loader = Callable[[LoadOptions, int], RunnerProcess]
+#: Starts a runner for a model (its load options and name) with this many parallel sequences.
+Loader = Callable[["ModelRef", int], RunnerProcess]
 
 
-def start_runner(options: LoadOptions, n_seq: int, *, timeout: float | None = None,
-                 name: str = "") -> RunnerProcess:
+def start_runner(ref: ModelRef, n_seq: int, *, timeout: float | None = None) -> RunnerProcess:
     """The default loader: refuse what cannot fit in memory (as Ollama does), then start a
     runner process and wait for its model."""
+    options = ref.load
     runtime = os.environ.get("LLMCRATE_ACTIVE_RUNTIME", "cpu")
     if options.n_gpu_layers == 0 or not runtime.startswith(("cuda", "rocm")):
         check_memory(options, n_seq=n_seq)
-    return RunnerProcess.start(options, n_seq=n_seq, timeout=timeout, name=name)
+    return RunnerProcess.start(options, n_seq=n_seq, timeout=timeout, name=ref.name)
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class Scheduler:
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None) -> None:
         self.settings = settings
-        self._loader: Loader = loader or (lambda opts, n: start_runner(
-            opts, n, timeout=settings.load_timeout))
+        self._loader: Loader = loader or (lambda ref, n: start_runner(
+            ref, n, timeout=settings.load_timeout))
         self._runners: dict[tuple[str, LoadOptions], Runner] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._pending = 0
@@ -219,7 +219,7 @@ class Scheduler:
 
     async def _load(self, runner: Runner) -> None:
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, self._loader, runner.ref.load, runner.max_slots)
+        fut = loop.run_in_executor(self._pool, self._loader, runner.ref, runner.max_slots)
         try:
             engine = await asyncio.wait_for(asyncio.shield(fut), self.settings.load_timeout)
         except Exception as e:  # noqa: BLE001 - every failure must reach the waiting requests

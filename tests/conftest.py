@@ -50,6 +50,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if var.startswith("LLMCRATE_") or var in ("OLLAMA_HOST", "OLLAMA_KEEP_ALIVE",
                                                    "OLLAMA_NUM_PARALLEL", "HF_ENDPOINT", "HF_TOKEN"):
             monkeypatch.delenv(var, raising=False)
+    # Runners decode with one thread: two xdist workers, their runners and the servers share two
+    # cores, and ggml's spinning thread pools slow down 10-40x when cores are oversubscribed.
+    monkeypatch.setenv("LLMCRATE_NUM_THREAD", "1")
     # Any test that forgets to point OLLAMA_HOST at its own server must not reach a real one.
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
 

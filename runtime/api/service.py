@@ -129,6 +129,8 @@ class Service:
             logger.warning("requested context size %s too large for %s; using %d",
                            options.get("num_ctx"), info.name.display, trained)
             options = {**options, "num_ctx": trained}
+        if not options.get("num_thread") and self.settings.num_thread:
+            options = {**options, "num_thread": self.settings.num_thread}
         load = LoadOptions.from_options(
             model_path=info.model_path, options=options, embedding=embedding,
             lora_path=info.adapters[0] if info.adapters else None,

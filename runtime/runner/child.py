@@ -30,6 +30,9 @@ from .sampling import Sampler
 
 logger = logging.getLogger("runtime.runner")
 
+#: how errors name the model: the name the server gave (``"tiny:latest"``), never a blob path
+_model_name = "the model"
+
 
 def import_llama() -> Any:
     """``llama_cpp``, with the ggml backends of the runtime ``start.sh`` chose registered first."""
@@ -194,7 +197,7 @@ class GenerationRunner(Runner):
         if not self.ctx:
             lib.llama_model_free(self.model)
             raise EngineError(f"unable to create a context of {cp.n_ctx} tokens for "
-                              f"{opts.model_path.name}",
+                              f"{_model_name}",
                               hint="lower num_ctx or OLLAMA_NUM_PARALLEL")
         if opts.lora_path is not None:
             _apply_lora(lib, self.model, self.ctx, opts.lora_path)
@@ -343,7 +346,7 @@ class EmbeddingRunner(Runner):
         try:
             self.llm = lib.Llama(**kwargs)
         except Exception as e:  # noqa: BLE001 - llama-cpp-python raises ValueError and friends
-            raise EngineError(f"unable to load model {opts.model_path.name}: {e}",
+            raise EngineError(f"unable to load model {_model_name}: {e}",
                               hint="the file may be corrupt or need more memory than is free"
                               ) from e
         self.load_duration = time.perf_counter() - start
@@ -418,7 +421,7 @@ def _load_model(lib: Any, opts: LoadOptions) -> tuple[Any, bool]:
     """The llama_model, and whether layers went to a GPU; a failed GPU load retries on the CPU."""
     path = opts.model_path
     if not path.is_file():
-        raise EngineError(f"model file {path.name} does not exist")
+        raise EngineError(f"the weights of {_model_name} are missing")
     gpu = opts.n_gpu_layers != 0 and _gpu(lib)
     lib.llama_backend_init()
     mp = lib.llama_model_default_params()
@@ -432,7 +435,7 @@ def _load_model(lib: Any, opts: LoadOptions) -> tuple[Any, bool]:
         gpu = False
         model = lib.llama_model_load_from_file(str(path).encode(), mp)
     if not model:
-        raise EngineError(f"unable to load model {path.name}",
+        raise EngineError(f"unable to load model {_model_name}",
                           hint="the file may be corrupt or need more memory than is free")
     return model, gpu
 
@@ -440,11 +443,11 @@ def _load_model(lib: Any, opts: LoadOptions) -> tuple[Any, bool]:
 def _apply_lora(lib: Any, model: Any, ctx: Any, path: Path) -> None:
     adapter = lib.llama_adapter_lora_init(model, str(path).encode())
     if not adapter:
-        raise EngineError(f"unable to load adapter {path.name}")
+        raise EngineError(f"unable to load the adapter of {_model_name}")
     arr = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
     scales = (ctypes.c_float * 1)(1.0)
     if lib.llama_set_adapters_lora(ctx, arr, 1, scales) != 0:
-        raise EngineError(f"unable to apply adapter {path.name}")
+        raise EngineError(f"unable to apply the adapter of {_model_name}")
 
 
 def _kv_bytes(lib: Any, model: Any, cells: int) -> int:
@@ -467,6 +470,9 @@ def main(argv: list[str]) -> int:
     msg = chan.recv()
     if msg is None or msg.get("op") != "load":
         return 2
+    global _model_name
+    if msg.get("name"):
+        _model_name = json.dumps(str(msg["name"]))      # quoted, as Ollama names models
     spec = msg["spec"]
     opts = LoadOptions(**{**spec, "model_path": Path(spec["model_path"]),
                           "lora_path": Path(spec["lora_path"]) if spec.get("lora_path") else None})

@@ -126,7 +126,7 @@ class RunnerProcess:
         spec = {k: (str(v) if isinstance(v, os.PathLike) else v)
                 for k, v in dataclasses.asdict(options).items()}
         try:
-            chan.send({"op": "load", "spec": spec, "n_seq": n_seq})
+            chan.send({"op": "load", "spec": spec, "n_seq": n_seq, "name": name})
             if timeout is not None:
                 parent.settimeout(timeout)
             msg = chan.recv()

@@ -165,10 +165,10 @@ def test_loading_never_blocks_other_models(tiny_gguf: Path, tmp_path: Path) -> N
     slow_path = tmp_path / "slow.gguf"
     slow_path.write_bytes(tiny_gguf.read_bytes())
 
-    def loader(opts: LoadOptions, n_seq: int) -> RunnerProcess:
-        if opts.model_path == slow_path:
+    def loader(ref: ModelRef, n_seq: int) -> RunnerProcess:
+        if ref.load.model_path == slow_path:
             time.sleep(1.5)                 # a big model still reading from disk
-        return start_runner(opts, n_seq)
+        return start_runner(ref, n_seq)
 
     async def scenario() -> None:
         sched = Scheduler(Settings(models_dir=tmp_path), loader=loader)
@@ -219,9 +219,9 @@ def test_memory_check_refuses_what_cannot_fit(tiny_gguf: Path, tmp_path: Path) -
 def test_load_timeout_is_an_engine_error(tiny_gguf: Path, tmp_path: Path) -> None:
     import time
 
-    def slow(opts: LoadOptions, n_seq: int) -> RunnerProcess:
+    def slow(ref: ModelRef, n_seq: int) -> RunnerProcess:
         time.sleep(1.0)
-        return start_runner(opts, n_seq)
+        return start_runner(ref, n_seq)
 
     async def scenario() -> None:
         sched = Scheduler(Settings(models_dir=tmp_path, load_timeout=0.2), loader=slow)

@@ -66,7 +66,7 @@ def live_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     host = f"127.0.0.1:{_free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "LLMCRATE_"))}
     env.update(OLLAMA_HOST=host, OLLAMA_MODELS=str(models), HOME=str(base), PYTHONPATH=str(ROOT),
-               OLLAMA_NUM_PARALLEL="1", OLLAMA_KEEP_ALIVE="5m")
+               OLLAMA_NUM_PARALLEL="1", OLLAMA_KEEP_ALIVE="5m", LLMCRATE_NUM_THREAD="1")
     log = (base / "server.log").open("wb")
     proc = subprocess.Popen([*LLMCRATE, "serve"], env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -155,6 +155,8 @@ class Settings:
     #: LLMCRATE_NUM_THREAD: threads per runner when a request sets no num_thread
     #: (0: the physical cores, as Ollama and llama-server default to)
     num_thread: int = 0
+    #: OLLAMA_FLASH_ATTENTION: off by default, as in Ollama (and llama-cpp-python)
+    flash_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.num_parallel < 1:
@@ -217,6 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         load_timeout=parse_duration(_get(env, "LOAD_TIMEOUT") or "5m", key="OLLAMA_LOAD_TIMEOUT"),
         noprune=_bool(env, "NOPRUNE"),
         num_thread=_int(env, "NUM_THREAD", 0),
+        flash_attention=_bool(env, "FLASH_ATTENTION"),
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -135,7 +135,8 @@ class Service:
             model_path=info.model_path, options=options, embedding=embedding,
             lora_path=info.adapters[0] if info.adapters else None,
             projector_path=info.projectors[0] if info.projectors else None,
-            default_ctx=self.settings.context_length)
+            default_ctx=self.settings.context_length,
+            flash_attn=self.settings.flash_attention)
         return ModelRef(name=info.name.display, digest=info.digest, load=load,
                         details=dict(info.details))
 

@@ -193,6 +193,8 @@ class GenerationRunner(Runner):
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.embeddings = False
+        cp.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn
+                              else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self.ctx = lib.llama_init_from_model(self.model, cp)
         if not self.ctx:
             lib.llama_model_free(self.model)
@@ -339,7 +341,7 @@ class EmbeddingRunner(Runner):
         kwargs: dict[str, Any] = dict(
             model_path=str(opts.model_path), n_ctx=opts.n_ctx, n_batch=opts.n_ctx,
             n_ubatch=opts.n_ctx, n_gpu_layers=opts.n_gpu_layers, main_gpu=opts.main_gpu,
-            use_mmap=opts.use_mmap, embedding=True, verbose=False)
+            use_mmap=opts.use_mmap, embedding=True, flash_attn=opts.flash_attn, verbose=False)
         threads = opts.n_threads or default_threads()
         kwargs["n_threads"] = kwargs["n_threads_batch"] = threads
         start = time.perf_counter()

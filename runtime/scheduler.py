@@ -257,12 +257,7 @@ class Scheduler:
             return
         logger.warning("runner for %s exited; it will be restarted on the next request",
                        runner.ref.name)
-        runner.closed = True
-        if runner.timer is not None:
-            runner.timer.cancel()
-            runner.timer = None
-        if self._runners.get(runner.ref.key) is runner:
-            del self._runners[runner.ref.key]
+        self._forget(runner)
         self._wake()
 
     # -- releasing ---------------------------------------------------------------------------
@@ -313,15 +308,19 @@ class Scheduler:
         self._wake()
         return found
 
-    def _unload(self, runner: Runner) -> None:
-        if runner.closed:
-            return
+    def _forget(self, runner: Runner) -> None:
+        """Take a runner out of service: no timer, no new requests, not in ``/api/ps``."""
         runner.closed = True
         if runner.timer is not None:
             runner.timer.cancel()
             runner.timer = None
         if self._runners.get(runner.ref.key) is runner:
             del self._runners[runner.ref.key]
+
+    def _unload(self, runner: Runner) -> None:
+        if runner.closed:
+            return
+        self._forget(runner)
         if runner.active == 0 and runner.process is not None:
             self._close(runner.process)      # else when its last request is released
         logger.info("unloaded %s", runner.ref.name)

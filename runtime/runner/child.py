@@ -136,8 +136,20 @@ class Runner:
     def info(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    vocab: Any = None
+
     def handle(self, msg: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Answer what every runner answers; subclasses add their own ops first."""
+        op, rid = msg["op"], msg.get("id")
+        if op == "tokenize":
+            tokens = tokenize(self.lib, self.vocab, msg["text"], add_bos=msg.get("add_bos", True),
+                              special=msg.get("special", True))
+            self.send({"op": "result", "id": rid, "tokens": tokens})
+        elif op == "detokenize":
+            self.send({"op": "result", "id": rid,
+                       "text": detokenize(self.lib, self.vocab, list(msg["tokens"]))})
+        else:
+            self.reply_error(rid, 400, f"{op} is not something this runner does")
 
     def serve_main(self) -> None:
         """The main thread's work until the server goes away."""
@@ -236,14 +248,7 @@ class GenerationRunner(Runner):
 
     def handle(self, msg: dict[str, Any]) -> None:
         op, rid = msg["op"], msg.get("id")
-        if op == "tokenize":
-            tokens = tokenize(self.lib, self.vocab, msg["text"], add_bos=msg.get("add_bos", True),
-                              special=msg.get("special", True))
-            self.send({"op": "result", "id": rid, "tokens": tokens})
-        elif op == "detokenize":
-            self.send({"op": "result", "id": rid,
-                       "text": detokenize(self.lib, self.vocab, list(msg["tokens"]))})
-        elif op == "generate":
+        if op == "generate":
             self.pool.submit(self._prepare, msg)
         elif op == "cancel":
             with self._lock:
@@ -254,7 +259,7 @@ class GenerationRunner(Runner):
         elif op == "embed":
             self.reply_error(rid, 500, "model was not loaded for embeddings")
         else:
-            self.reply_error(rid, 400, f"unknown op {op!r}")
+            super().handle(msg)
 
     def _image_parts(self, prompt: Any, images: list[Any]) -> list[Any]:
         """The prompt split at its ``[img-N]`` tags into text and image bytes (checked)."""
@@ -364,17 +369,13 @@ class EmbeddingRunner(Runner):
                 "eos": int(self.llm.token_eos())}
 
     def handle(self, msg: dict[str, Any]) -> None:
-        op, rid = msg["op"], msg.get("id")
-        if op == "tokenize":
-            tokens = tokenize(self.lib, self.vocab, msg["text"], add_bos=msg.get("add_bos", True),
-                              special=msg.get("special", True))
-            self.send({"op": "result", "id": rid, "tokens": tokens})
-        elif op == "embed":
+        op = msg["op"]
+        if op == "embed":
             self.pool.submit(self._embed, msg)
-        elif op == "cancel":
-            pass
-        else:
-            self.reply_error(rid, 400, f"{op} needs a model loaded for generation")
+        elif op == "generate":
+            self.reply_error(msg.get("id"), 400, "generate needs a model loaded for generation")
+        elif op != "cancel":
+            super().handle(msg)
 
     def _embed(self, msg: dict[str, Any]) -> None:
         rid = msg["id"]

@@ -152,6 +152,7 @@ class Settings:
     runtime: str | None = None         # LLMCRATE_RUNTIME: cpu|cuda|rocm (start.sh)
     load_timeout: float = 300.0
     noprune: bool = False
+    registry: bool = False             # LLMCRATE_REGISTRY: serve the store over /v2/ (read-only)
 
     def __post_init__(self) -> None:
         if self.num_parallel < 1:
@@ -211,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         runtime=_get(env, "RUNTIME"),
         load_timeout=parse_duration(_get(env, "LOAD_TIMEOUT") or "5m", key="OLLAMA_LOAD_TIMEOUT"),
         noprune=_bool(env, "NOPRUNE"),
+        registry=_bool(env, "REGISTRY"),
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

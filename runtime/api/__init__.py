@@ -11,7 +11,8 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── prompting.py  seam to runtime.prompt (prompt building, tool-call parsing)
     ├── inference.py  chat / generate / embed runs shared by both routers
     ├── ollama.py     /api/* routes
-    └── openai.py     /v1/* routes
+    ├── openai.py     /v1/* routes
+    └── registry.py   /v2/* read-only LAN registry over the store (opt-in: settings.registry)
 """
 from __future__ import annotations
 
@@ -83,6 +84,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
 
     app.include_router(ollama.router(service))
     app.include_router(openai.router(service))
+    if settings.registry:
+        from . import registry
+
+        app.include_router(registry.router(store))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "pull": "runtime.cli.pull:pull",
     "template": "runtime.cli.template:template",
     "bundle": "bundler.cli:bundle",
+    "deploy": "bundler.cli:deploy",
 }
 
 

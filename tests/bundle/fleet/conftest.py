@@ -195,8 +195,8 @@ def haproxy(tmp_path: Path) -> Iterator[object]:
         cfg.write_text(text)
         check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
-        procs.append(subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                      stderr=open(tmp_path / "haproxy.log", "ab")))
+        log = open(tmp_path / "haproxy.log", "ab")
+        procs.append(subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=log, stderr=log))
         wait_port(port)
         return port
 

@@ -123,7 +123,7 @@ def test_check_mode_shows_the_upgrade_and_changes_nothing(rollout: Rollout, flee
 
 
 def test_rolling_upgrade_under_load_through_haproxy(rollout: Rollout, fleet: Fleet, built_v2: Path,
-                                                    haproxy) -> None:
+                                                    haproxy, tmp_path: Path) -> None:
     port = free_port()
     cfg = balancer_config(fleet.inventory, bind=f"127.0.0.1:{port}")
     haproxy(cfg.replace("inter 2s", "inter 300ms"), port)
@@ -148,8 +148,9 @@ def test_rolling_upgrade_under_load_through_haproxy(rollout: Rollout, fleet: Fle
                 done.append(1)
             except Exception as e:  # every failure is the test's finding
                 failures.append(f"{type(e).__name__}: {e}")
+            stop.wait(0.1)  # a steady client, not a CPU hog on a 2-core CI machine
 
-    workers = [threading.Thread(target=chat) for _ in range(2)]
+    workers = [threading.Thread(target=chat)]
     for w in workers:
         w.start()
     try:
@@ -163,7 +164,7 @@ def test_rolling_upgrade_under_load_through_haproxy(rollout: Rollout, fleet: Fle
     assert result.ok, [(h.host, h.failed_task, h.error) for h in result.hosts]
     assert {h.result for h in result.hosts} == {"installed"}
     assert all(h.previous == "1.0" and h.bundle == "demo 2.0" and h.copied for h in result.hosts)
-    assert failures == []
+    assert failures == [], (tmp_path / "haproxy.log").read_text()[-6000:]
     assert len(done) >= 10
     for h in fleet.hosts:
         assert (h.state / "llmcrate.pid").read_text() != pids[h.name]  # restarted on upgrade

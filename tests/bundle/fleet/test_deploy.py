@@ -112,11 +112,20 @@ def test_pull_from_another_hosts_lan_registry(rollout: Rollout, fleet: Fleet) ->
 
 
 def test_check_mode_shows_the_upgrade_and_changes_nothing(rollout: Rollout, fleet: Fleet, built_v2: Path) -> None:
+    """Through the CLI as an operator runs it: one report line per host, nothing changed."""
+    import subprocess
+    import sys
+
     before = _staged(fleet)
-    r = deploy(built_v2, inventory=fleet.inventory, env=fleet.env, check=True)
-    assert r.ok, [(h.host, h.error) for h in r.hosts]
-    assert {h.result for h in r.hosts} == {"would install"}
-    assert all(h.would_copy and not h.copied for h in r.hosts)
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "deploy", str(built_v2), "-i", str(fleet.inventory),
+                        "--check", "-q"], env=fleet.env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["HOST", "RESULT", "BUNDLE", "PREVIOUS", "RUNTIME", "MODELS", "COPIED", "TIME"]
+    for line, h in zip(lines[1:], fleet.hosts):
+        assert line.startswith(f"{h.name} ") and "would install" in line and "demo 2.0" in line
+        assert " would " in line  # the bundle would be copied
+    assert len(lines) == 4
     assert _staged(fleet) == before
     for h in fleet.hosts:
         assert json.loads((h.prefix / "lib" / "llmcrate" / "bundle.json").read_text())["version"] == "1.0"

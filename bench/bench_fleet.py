@@ -68,6 +68,7 @@ def build_bundle(work: Path) -> Path:
     spec_dir = work / "spec"
     shutil.copytree(ROOT / "examples" / "bundles", spec_dir)
     write_tiny_gguf(spec_dir / "tiny.gguf")
+    (work / "out").mkdir()
     env = {**clean_env(), "OLLAMA_MODELS": str(work / "store"), "LLMCRATE_CACHE": str(work / "cache")}
     subprocess.run([sys.executable, "-m", "runtime.cli", "bundle", "build", str(spec_dir / "demo.yaml"),
                     "-o", str(work / "out")], env=env, check=True, capture_output=True, cwd=ROOT)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
+import yaml
 
 from bundler.balancer import balancer_config
 from bundler.deploy import DeployResult, deploy
@@ -38,14 +39,26 @@ def _staged(fleet: Fleet) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for h in fleet.hosts for p in (h.state / "bundles").glob("*")}
 
 
+def _inventory_variant(fleet: Fleet, name: str, change) -> Path:
+    """A copy of the fleet's inventory with ``change(doc)`` applied."""
+    doc = yaml.safe_load(fleet.inventory.read_text())
+    change(doc)
+    path = fleet.root / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="session")
 def rollout(fleet: Fleet, built) -> Rollout:
+    # a fourth host nobody answers for: reported unreachable, the others carry on
+    with_dead = _inventory_variant(fleet, "inventory-dead.yml", lambda doc: doc["all"]["hosts"].update(
+        {"dead": {"ansible_host": "127.0.0.1", "ansible_port": free_port()}}))
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("127.0.0.1", fleet.hosts[2].api_port))
     squatter.listen(1)
     try:
-        blocked = deploy(built.tar, inventory=fleet.inventory, env=fleet.env)
+        blocked = deploy(built.tar, inventory=with_dead, env=fleet.env)
     finally:
         squatter.close()
     before = _staged(fleet)
@@ -59,7 +72,8 @@ def _by_host(result: DeployResult) -> dict[str, object]:
 
 def test_a_failed_host_is_named_and_the_others_serve(rollout: Rollout, fleet: Fleet) -> None:
     r = _by_host(rollout.blocked)
-    assert [h.host for h in rollout.blocked.hosts] == ["h1", "h2", "h3"]
+    assert [h.host for h in rollout.blocked.hosts] == ["h1", "h2", "h3", "dead"]
+    assert r["dead"].result == "unreachable" and r["dead"].error
     assert r["h3"].result == "failed" and r["h3"].failed_task == "Run install.sh"
     assert "in use" in r["h3"].error, r["h3"].error  # the preflight's port check, in its words
     assert rollout.blocked.returncode != 0
@@ -128,6 +142,23 @@ def test_check_mode_shows_the_upgrade_and_changes_nothing(rollout: Rollout, flee
     assert _staged(fleet) == before
     for h in fleet.hosts:
         assert json.loads((h.prefix / "lib" / "llmcrate" / "bundle.json").read_text())["version"] == "1.0"
+
+
+def test_a_failed_batch_stops_the_rolling_upgrade(rollout: Rollout, fleet: Fleet, built_v2: Path) -> None:
+    """--serial 1 and the first host lacks the disk space: the run stops there, the hosts not
+    reached keep version 1.0, and nothing was copied anywhere."""
+    def full_disk(doc: dict) -> None:
+        doc["all"]["hosts"]["h1"]["llmcrate_space_margin"] = 10**18
+
+    r = deploy(built_v2, inventory=_inventory_variant(fleet, "inventory-full.yml", full_disk),
+               env=fleet.env, serial=1)
+    hosts = _by_host(r)
+    assert hosts["h1"].result == "failed" and hosts["h1"].failed_task == "Check free space"
+    assert "not enough free space" in hosts["h1"].error and not hosts["h1"].copied
+    assert hosts["h2"].result == hosts["h3"].result == "not reached"
+    for h in fleet.hosts:
+        assert json.loads((h.prefix / "lib" / "llmcrate" / "bundle.json").read_text())["version"] == "1.0"
+        assert not (h.state / "bundles" / "demo-2.0.tar").exists()
 
 
 def test_rolling_upgrade_under_load_through_haproxy(rollout: Rollout, fleet: Fleet, built_v2: Path,

@@ -97,7 +97,7 @@ def test_bad_names_and_digests_are_refused(live_server, path, status, code):
     assert "/tmp" not in r.text and str(Path.home()) not in r.text
 
 
-def test_stored_blob_outside_blobs_dir_is_not_reachable(live_server, tiny_store, tmp_path):
+def test_stored_blob_outside_blobs_dir_is_not_reachable(live_server):
     """A store file that is no blob (the manifest itself) cannot be fetched as one."""
     url = live_server(registry=True)
     with httpx.Client(base_url=url) as c:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from bundler.balancer import balancer_config
-from bundler.deploy import DeployResult, deploy
+from bundler.deploy import DeployResult, HostReport, deploy
 
 from .conftest import Fleet, free_port
 
@@ -66,7 +66,7 @@ def rollout(fleet: Fleet, built) -> Rollout:
     return Rollout(blocked=blocked, retried=retried, staged_before=before, staged_after=_staged(fleet))
 
 
-def _by_host(result: DeployResult) -> dict[str, object]:
+def _by_host(result: DeployResult) -> dict[str, HostReport]:
     return {h.host: h for h in result.hosts}
 
 

@@ -83,3 +83,68 @@ def verify(path: Path) -> None:
     rep = verify_bundle(path)
     click.echo(f"OK: {rep.name} {rep.version}: {rep.files} files, {rep.bytes / 1e6:.1f} MB, "
                f"{len(rep.models)} model(s) verified")
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", required=False, type=click.Path(path_type=Path))
+@click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Ansible inventory of the hosts.")
+@click.option("--serial", metavar="N|N%", help="Rolling upgrade: hosts per batch (default all at once).")
+@click.option("--max-fail-percentage", type=click.IntRange(0, 100),
+              help="Stop when more than this share of a batch failed (a batch failing whole always stops).")
+@click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--forks", type=click.IntRange(1, 1000), help="Hosts worked on in parallel (Ansible's default 5).")
+@click.option("--limit", metavar="PATTERN", help="Only the hosts matching this Ansible pattern.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show Ansible's output, only the report.")
+@click.option("--emit", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Write the playbook (role + site.yml; bundle-vars.yml for BUNDLE) to DIR and stop.")
+@click.option("--balancer", type=click.Choice(["haproxy"]),
+              help="Write a load balancer config for the inventory's hosts and stop.")
+@click.option("--bind", default="0.0.0.0:11434", show_default=True, help="The balancer's listening ADDR:PORT.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where --balancer writes (default stdout).")
+def deploy(bundle_path: Path | None, inventory: Path | None, serial: str | None,
+           max_fail_percentage: int | None, check: bool, forks: int | None, limit: str | None,
+           quiet: bool, emit: Path | None, balancer: str | None, bind: str, output: Path | None) -> None:
+    """Deploy BUNDLE to the hosts of an Ansible inventory (needs llmcrate[fleet]).
+
+    Per host: copy the bundle only when the host lacks it, verify it there, install it, restart
+    the server, wait until it serves the bundle's models; then one report line per host."""
+    from runtime.errors import DeployError
+
+    from . import deploy as fleet
+
+    if emit is not None:
+        facts = fleet.bundle_facts(bundle_path) if bundle_path else None
+        for p in fleet.emit_playbook(emit, facts=facts):
+            click.echo(str(p))
+        return
+    if inventory is None:
+        raise click.UsageError("-i/--inventory is required (except with --emit)")
+    if balancer is not None:
+        from .balancer import balancer_config
+
+        text = balancer_config(inventory, kind=balancer, bind=bind, limit=limit)  # type: ignore[arg-type]
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            output.write_text(text)
+            click.echo(str(output), err=True)
+        return
+    if bundle_path is None:
+        raise click.UsageError("BUNDLE is required")
+    result = fleet.deploy(bundle_path, inventory=inventory, serial=serial,
+                          max_fail_percentage=max_fail_percentage, check=check, forks=forks, limit=limit,
+                          on_line=None if quiet else (lambda line: click.echo(line, err=True)))
+    from runtime.format import table
+
+    rows = [[h.host, h.result, h.bundle, h.previous or "-", h.runtime or "-", ", ".join(h.models) or "-",
+             "yes" if h.copied else ("would" if h.would_copy and check else "no"), f"{h.seconds:.1f}s"]
+            for h in result.hosts]
+    click.echo(table(rows, header=["HOST", "RESULT", "BUNDLE", "PREVIOUS", "RUNTIME", "MODELS",
+                                   "COPIED", "TIME"]))
+    for h in result.hosts:
+        if not h.ok:
+            click.echo(f"{h.host}: {h.failed_task + ': ' if h.failed_task else ''}{h.error}")
+    bad = [h.host for h in result.hosts if not h.ok]
+    if bad or not result.hosts:
+        raise DeployError(f"{len(bad)} of {len(result.hosts)} host(s) not deployed: {', '.join(bad)}")

@@ -157,6 +157,7 @@ class Settings:
     num_thread: int = 0
     #: OLLAMA_FLASH_ATTENTION: off by default, as in Ollama (and llama-cpp-python)
     flash_attention: bool = False
+    registry: bool = False             # LLMCRATE_REGISTRY: serve the store over /v2/ (read-only)
 
     def __post_init__(self) -> None:
         if self.num_parallel < 1:
@@ -220,6 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         noprune=_bool(env, "NOPRUNE"),
         num_thread=_int(env, "NUM_THREAD", 0),
         flash_attention=_bool(env, "FLASH_ATTENTION"),
+        registry=_bool(env, "REGISTRY"),
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

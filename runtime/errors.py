@@ -19,8 +19,9 @@
     ├── AddressInUse(address)          serve: the port is taken
     ├── ConfigError(key, reason)
     ├── OptionError               (runtime.options; also a ValueError)
-    └── BundleError                    bundle build / verify / install
-        └── UnsafeArchive(member, reason)
+    ├── BundleError                    bundle build / verify / install
+    │   └── UnsafeArchive(member, reason)
+    └── DeployError                    llmcrate deploy: Ansible missing, inventory unreadable, ...
 
 Library code raises these; only the CLI's error boundary prints them.
 """
@@ -176,3 +177,7 @@ class AddressInUse(LlmcrateError):
         self.address = address
         super().__init__(f"address {address} already in use",
                          hint="is another llmcrate or ollama server running? stop it or set OLLAMA_HOST")
+
+
+class DeployError(LlmcrateError):
+    """``llmcrate deploy`` could not run (per-host failures are reported, not raised)."""

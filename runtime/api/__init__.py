@@ -14,7 +14,8 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── ollama.py     /api/* routes
     ├── openai.py     /v1/* routes (chat/completions, completions, models, embeddings)
     ├── responses.py  /v1/responses (OpenAI Responses API, stateless)
-    └── anthropic.py  /v1/messages (Anthropic Messages API)
+    ├── anthropic.py  /v1/messages (Anthropic Messages API)
+    └── registry.py   /v2/* read-only LAN registry over the store (opt-in: settings.registry)
 """
 from __future__ import annotations
 
@@ -79,6 +80,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(openai.router(service))
     app.include_router(responses.router(service))
     app.include_router(anthropic.router(service))
+    if settings.registry:
+        from . import registry
+
+        app.include_router(registry.router(store))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:

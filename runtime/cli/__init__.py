@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "push": "runtime.cli.push:push",
     "help": "runtime.cli.help:help_cmd",
     "bundle": "bundler.cli:bundle",
+    "deploy": "bundler.cli:deploy",
 }
 
 

@@ -25,15 +25,19 @@ Environment Variables (LLMCRATE_<NAME> overrides OLLAMA_<NAME>):
   OLLAMA_ORIGINS            Extra allowed CORS origins, comma separated
   OLLAMA_LOAD_TIMEOUT       How long a model may take to load (default 5m)
   OLLAMA_DEBUG              Log debug information
+  LLMCRATE_REGISTRY         Also serve the store read-only as a registry under /v2/ (default off)
 """
 
 
 @click.command(epilog=_SERVE_ENV)
-def serve() -> None:
+@click.option("--registry", is_flag=True,
+              help="Also serve the store read-only over the registry protocol (/v2/), so other "
+                   "hosts can `pull --insecure HOST:PORT/NS/MODEL:TAG` from this one.")
+def serve(registry: bool) -> None:
     """Start the llmcrate server (Ollama-compatible API at OLLAMA_HOST)."""
     from ..server_main import serve as serve_forever
 
-    serve_forever(load_settings())
+    serve_forever(load_settings(registry=True) if registry else load_settings())
 
 
 @click.command()

@@ -33,3 +33,8 @@ def test_wheel_carries_the_templates(tmp_path: Path) -> None:
     for f in ("install.sh", "start.sh", "uninstall.sh", "llmcrate.service", "llmcrate.env"):
         assert f"bundler/templates/{f}" in names
     assert "runtime/cli/__init__.py" in names and "runtime/prompt/__init__.py" in names
+    # the Ansible content `llmcrate deploy` runs and `--emit` writes
+    from bundler.deploy import PLAYBOOK_FILES
+
+    for rel in (*PLAYBOOK_FILES, "haproxy.cfg.j2"):
+        assert f"bundler/fleet/{rel}" in names

@@ -359,7 +359,7 @@ def read_bundle_json(path: Path) -> dict[str, Any]:
             return check_bundle_json(json.loads(raw))
         except ValueError as e:
             raise BundleError(f"{path}: {BUNDLE_JSON} is not valid JSON: {e}") from e
-    if not path.exists():
+    if not path.exists() and not volumes_of(path):
         raise BundleError(f"{path}: no such bundle file or folder")
     tf = open_archive(path)
     try:

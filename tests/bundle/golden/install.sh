@@ -293,7 +293,7 @@ if [ "$SYSTEMD" = yes ]; then
 fi
 
 kill_point registered
-txn done                # the commit point: from here on a killed run is finished, not undone
+txn "done"                # the commit point: from here on a killed run is finished, not undone
 DONE=1
 trap - EXIT INT TERM
 kill_point committed

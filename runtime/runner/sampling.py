@@ -38,7 +38,8 @@ class Sampler:
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         self = cls(lib, chain, seed)
         try:
-            last_n = opts.repeat_last_n if opts.repeat_last_n >= 0 else n_ctx
+            # no further back than the context (llama.cpp allocates a ring of last_n tokens)
+            last_n = min(opts.repeat_last_n, n_ctx) if opts.repeat_last_n >= 0 else n_ctx
             self._add(lib.llama_sampler_init_penalties(
                 n_vocab, last_n, opts.repeat_penalty, opts.frequency_penalty,
                 opts.presence_penalty))

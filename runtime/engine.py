@@ -9,6 +9,7 @@ nanoseconds like Ollama's ``prompt_eval_duration``/``eval_duration``), :class:`S
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -18,24 +19,21 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import EngineError
+from .options import DEFAULT_OPTIONS
 
 logger = logging.getLogger(__name__)
 
-#: Ollama's api.DefaultOptions() for the options the engine reads (docs/api.md, api/types.go).
-ENGINE_DEFAULTS: dict[str, Any] = {
-    "num_ctx": 4096, "num_batch": 512, "num_gpu": -1, "num_thread": 0, "use_mmap": None,
-    "num_keep": 4, "num_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.9,
-    "min_p": 0.0, "typical_p": 1.0, "repeat_last_n": 64, "repeat_penalty": 1.1,
-    "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": -1, "stop": [],
-    "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
-}
+#: Ollama's defaults come from the one table in :mod:`runtime.options`. mirostat is retired by
+#: Ollama (requests and Modelfiles drop it: ``DEPRECATED_OPTIONS``), the sampler keeps the knob.
+_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "mirostat": 0, "mirostat_tau": 5.0,
+                             "mirostat_eta": 0.1}
 
 DoneReason = str  # "stop" | "length" | "cancel"
 
 
 def _opt(options: Mapping[str, Any], key: str) -> Any:
     value = options.get(key)
-    return ENGINE_DEFAULTS[key] if value is None else value
+    return _DEFAULTS[key] if value is None else value
 
 
 @dataclass(frozen=True)
@@ -81,46 +79,32 @@ class LoadOptions:
 class SamplingOptions:
     """Per-request generation settings, Ollama's names and defaults."""
 
-    num_predict: int = -1
-    num_keep: int = 4
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int = -1
+    num_predict: int = _DEFAULTS["num_predict"]
+    num_keep: int = _DEFAULTS["num_keep"]
+    temperature: float = _DEFAULTS["temperature"]
+    top_k: int = _DEFAULTS["top_k"]
+    top_p: float = _DEFAULTS["top_p"]
+    min_p: float = _DEFAULTS["min_p"]
+    typical_p: float = _DEFAULTS["typical_p"]
+    repeat_penalty: float = _DEFAULTS["repeat_penalty"]
+    repeat_last_n: int = _DEFAULTS["repeat_last_n"]
+    presence_penalty: float = _DEFAULTS["presence_penalty"]
+    frequency_penalty: float = _DEFAULTS["frequency_penalty"]
+    seed: int = _DEFAULTS["seed"]
     stop: tuple[str, ...] = ()
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
+    mirostat: int = _DEFAULTS["mirostat"]
+    mirostat_tau: float = _DEFAULTS["mirostat_tau"]
+    mirostat_eta: float = _DEFAULTS["mirostat_eta"]
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SamplingOptions:
+        """From merged Ollama options; what is unset takes Ollama's default."""
         stop = options.get("stop") or ()
         if isinstance(stop, str):
             stop = (stop,)
-        return cls(
-            num_predict=int(_opt(options, "num_predict")),
-            num_keep=int(_opt(options, "num_keep")),
-            temperature=float(_opt(options, "temperature")),
-            top_k=int(_opt(options, "top_k")),
-            top_p=float(_opt(options, "top_p")),
-            min_p=float(_opt(options, "min_p")),
-            typical_p=float(_opt(options, "typical_p")),
-            repeat_penalty=float(_opt(options, "repeat_penalty")),
-            repeat_last_n=int(_opt(options, "repeat_last_n")),
-            presence_penalty=float(_opt(options, "presence_penalty")),
-            frequency_penalty=float(_opt(options, "frequency_penalty")),
-            seed=int(_opt(options, "seed")),
-            stop=tuple(str(s) for s in stop if str(s)),
-            mirostat=int(_opt(options, "mirostat")),
-            mirostat_tau=float(_opt(options, "mirostat_tau")),
-            mirostat_eta=float(_opt(options, "mirostat_eta")),
-        )
+        values = {f.name: type(f.default)(_opt(options, f.name))
+                  for f in dataclasses.fields(cls) if f.name != "stop"}
+        return cls(stop=tuple(str(s) for s in stop if str(s)), **values)
 
 
 @dataclass

@@ -246,6 +246,8 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=2048, help="context per sequence")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--baseline", help="also run llmcrate serve of this git revision")
+    ap.add_argument("--cold", action="store_true",
+                    help="only the cold start: 4 simultaneous first requests to a fresh server")
     args = ap.parse_args()
     from llama_server import llama_server
 
@@ -255,6 +257,9 @@ def main() -> None:
         from tests.conftest import TEST_CACHE
 
         model = fetch_smollm2(TEST_CACHE)
+    if args.cold:
+        cold_start(model, args)
+        return
     binary = llama_server()
     clients = [int(x) for x in args.clients.split(",")]
     n = args.num_predict
@@ -319,6 +324,52 @@ def main() -> None:
     print(f"\nPSS with 4 clients, NUM_PARALLEL=4: " + ", ".join(
         f"{k} {v / 1024:.0f} MiB" for k, v in pss.items()) +
           f"; weights + 4 KV caches + 10 % = {budget / 2**20:.0f} MiB")
+
+
+def cold_start(model: Path, args: argparse.Namespace) -> None:
+    """Time to first token of 4 simultaneous first requests to a fresh server (the model not
+    loaded yet), this tree and ``--baseline``."""
+    trees = [("llmcrate", ROOT)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.baseline:
+            old = work / "baseline"
+            old.mkdir()
+            subprocess.run(f"git -C {ROOT} archive {args.baseline} | tar -x -C {old}",
+                           shell=True, check=True)
+            trees.append((f"llmcrate@{args.baseline[:7]}", old))
+        print(f"Cold start ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC), {model.name}, "
+              f"4 simultaneous first requests, NUM_PARALLEL=4:\n")
+        print("| server | first token, fastest | first token, slowest |\n|---|---:|---:|")
+        for name, tree in trees:
+            c = Llmcrate.__new__(Llmcrate)
+            _start_unloaded(c, name, tree, model, args, work)
+            with ThreadPoolExecutor(4) as pool:
+                ttfts = sorted(pool.map(lambda i: c.run(f"{i}. {PROMPTS[i]}", 8)["ttft"], range(4)))
+            c.close()
+            print(f"| {name} | {ttfts[0]:.2f} s | {ttfts[-1]:.2f} s |")
+
+
+def _start_unloaded(c: Llmcrate, name: str, tree: Path, model: Path, args: argparse.Namespace,
+                    work: Path) -> None:
+    """A Llmcrate contender whose model is not loaded yet (no warm-up request)."""
+    from runtime.create import CreateRequest, create_from_request
+    from runtime.store import Store
+
+    c.name = name
+    models = work / f"cold-{name}"
+    store = Store(models)
+    blob = store.add_blob_file(model)
+    create_from_request(store, "bench", CreateRequest(files={model.name: blob.digest}))
+    c.port = free_port()
+    c.url = f"http://127.0.0.1:{c.port}"
+    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{c.port}", OLLAMA_MODELS=str(models),
+               OLLAMA_NUM_PARALLEL="4", OLLAMA_KEEP_ALIVE="-1", PYTHONPATH=str(tree))
+    c.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve"], env=env, cwd=tree,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(c.url + "/", c.proc)
+    c.opts = {"temperature": 0, "seed": 42, "num_ctx": args.ctx, "num_batch": 512,
+              "num_thread": args.threads}
 
 
 def _kv_per_token(model: Path) -> int:

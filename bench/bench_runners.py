@@ -132,12 +132,13 @@ class LlamaServer:
 
 class Llmcrate:
     def __init__(self, name: str, tree: Path, model: Path, args: argparse.Namespace,
-                 work: Path) -> None:
+                 work: Path, *, warm: bool = True) -> None:
         from runtime.create import CreateRequest, create_from_request
         from runtime.store import Store
 
         self.name = name
         models = work / f"models-{name}"
+        models.parent.mkdir(parents=True, exist_ok=True)
         store = Store(models)
         blob = store.add_blob_file(model)
         create_from_request(store, "bench", CreateRequest(files={model.name: blob.digest}))
@@ -152,7 +153,8 @@ class Llmcrate:
         self.opts = {"temperature": 0, "seed": 42, "num_ctx": args.ctx, "num_batch": 512,
                      "num_thread": args.threads, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
                      "repeat_penalty": 1.1, "repeat_last_n": 64}
-        self.run("hello", 1)          # load before timing
+        if warm:
+            self.run("hello", 1)          # load before timing
 
     def run(self, prompt: str, n: int) -> dict[str, Any]:
         body = {"model": "bench", "prompt": chatml(prompt), "raw": True, "stream": True,
@@ -342,34 +344,11 @@ def cold_start(model: Path, args: argparse.Namespace) -> None:
               f"4 simultaneous first requests, NUM_PARALLEL=4:\n")
         print("| server | first token, fastest | first token, slowest |\n|---|---:|---:|")
         for name, tree in trees:
-            c = Llmcrate.__new__(Llmcrate)
-            _start_unloaded(c, name, tree, model, args, work)
+            c = Llmcrate(name, tree, model, args, work / "cold", warm=False)
             with ThreadPoolExecutor(4) as pool:
                 ttfts = sorted(pool.map(lambda i: c.run(f"{i}. {PROMPTS[i]}", 8)["ttft"], range(4)))
             c.close()
             print(f"| {name} | {ttfts[0]:.2f} s | {ttfts[-1]:.2f} s |")
-
-
-def _start_unloaded(c: Llmcrate, name: str, tree: Path, model: Path, args: argparse.Namespace,
-                    work: Path) -> None:
-    """A Llmcrate contender whose model is not loaded yet (no warm-up request)."""
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
-
-    c.name = name
-    models = work / f"cold-{name}"
-    store = Store(models)
-    blob = store.add_blob_file(model)
-    create_from_request(store, "bench", CreateRequest(files={model.name: blob.digest}))
-    c.port = free_port()
-    c.url = f"http://127.0.0.1:{c.port}"
-    env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{c.port}", OLLAMA_MODELS=str(models),
-               OLLAMA_NUM_PARALLEL="4", OLLAMA_KEEP_ALIVE="-1", PYTHONPATH=str(tree))
-    c.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve"], env=env, cwd=tree,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(c.url + "/", c.proc)
-    c.opts = {"temperature": 0, "seed": 42, "num_ctx": args.ctx, "num_batch": 512,
-              "num_thread": args.threads}
 
 
 def _kv_per_token(model: Path) -> int:

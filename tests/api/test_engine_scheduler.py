@@ -176,9 +176,8 @@ def test_loading_never_blocks_other_models(tiny_gguf: Path, tmp_path: Path) -> N
         sched.release(await sched.acquire(fast))
         slow_task = asyncio.create_task(sched.acquire(_ref(slow_path, "slow:latest", "sha256:ff")))
         await asyncio.sleep(0.1)
-        t0 = time.monotonic()
         lease = await sched.acquire(fast)
-        assert time.monotonic() - t0 < 0.5 and not slow_task.done()
+        assert not slow_task.done()         # the fast model was served while the slow loaded
         sched.release(lease)
         sched.release(await asyncio.wait_for(slow_task, 10))
         await sched.shutdown()

@@ -3,6 +3,7 @@ keep_alive, LRU eviction, a corrupt model, and the busy-port error of ``serve``.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,15 @@ def long_store(tmp_path: Path) -> Any:
     return build_tiny_store(tmp_path / "long-models", gguf)
 
 
+def _cancelled(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """Tokens each cancelled generation had produced, as its runner logged it (no clock)."""
+    import re
+
+    found = [re.search(r"cancelled after \d+ of \d+ prompt tokens, (\d+) generated",
+                       rec.getMessage()) for rec in caplog.records]
+    return [int(m.group(1)) for m in found if m]
+
+
 def _generate(url: str, timeout: float = 60, **body: Any) -> httpx.Response:
     return httpx.post(url + "/api/generate", json={"model": TINY, "stream": False, **body},
                       timeout=timeout)
@@ -44,7 +54,9 @@ def test_parallel_requests_share_contexts_without_interfering(live_server) -> No
     assert loaded.model == "tiny:latest" and loaded.size > 0
 
 
-def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_store) -> None:
+def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_store,
+                                                           caplog) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.runner")
     url = live_server(store=long_store, num_parallel=1, max_queue=1)
     with httpx.Client(timeout=60) as c:
         _generate(url, prompt="", options=LONG)           # load first
@@ -61,23 +73,22 @@ def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_stor
                 assert busy.json() == {"error": "server busy, please try again.  maximum "
                                                 "pending requests exceeded"}
                 assert not waiting.done()
-                start = time.monotonic()
                 running.close()                            # client goes away mid-generation
-                r = waiting.result(timeout=20)
-        elapsed = time.monotonic() - start
+                r = waiting.result(timeout=60)
     assert r.status_code == 200 and r.json()["eval_count"] == 3
-    assert elapsed < 5, f"slot freed only after {elapsed:.1f}s: generation was not cancelled"
+    # the slot was freed by cancelling the generation, not by its end
+    assert [n for n in _cancelled(caplog) if n < LONG["num_predict"]], "never cancelled"
 
 
-def test_non_streaming_disconnect_cancels(live_server, long_store) -> None:
+def test_non_streaming_disconnect_cancels(live_server, long_store, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.runner")
     url = live_server(store=long_store, num_parallel=1)
     _generate(url, prompt="", options=LONG)
     with pytest.raises(httpx.ReadTimeout):
         _generate(url, timeout=1.0, prompt="go", options=LONG)
-    start = time.monotonic()
     r = _generate(url, prompt="hi", options={**LONG, "num_predict": 2})
-    assert r.status_code == 200
-    assert time.monotonic() - start < 5
+    assert r.status_code == 200 and r.json()["eval_count"] == 2
+    assert [n for n in _cancelled(caplog) if n < LONG["num_predict"]], "never cancelled"
 
 
 def test_keep_alive_expiry_and_forever(live_server) -> None:
@@ -164,7 +175,8 @@ def test_a_queued_request_that_disconnects_leaves_the_queue(live_server, long_st
             running.close()
 
 
-def test_two_slots_generate_at_the_same_time(live_server, long_store) -> None:
+def test_two_slots_generate_at_the_same_time(live_server, long_store, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.runner")
     url = live_server(store=long_store, num_parallel=2)
     _generate(url, prompt="", options=LONG)
     with httpx.Client(timeout=60) as c:
@@ -172,13 +184,15 @@ def test_two_slots_generate_at_the_same_time(live_server, long_store) -> None:
                       json={"model": TINY, "prompt": "first", "options": LONG}) as a:
             a_lines = a.iter_lines()
             assert json.loads(next(a_lines))["done"] is False
-            start = time.monotonic()
             with c.stream("POST", url + "/api/generate",
                           json={"model": TINY, "prompt": "second", "options": LONG}) as b:
                 b_lines = b.iter_lines()
                 assert json.loads(next(b_lines))["done"] is False
-                assert time.monotonic() - start < 5          # not queued behind the first
-                assert json.loads(next(a_lines))["done"] is False   # first still running
+                a.close()        # the first goes away while the second is generating
+                assert json.loads(next(b_lines))["done"] is False
+    # the second did not queue behind the first: the first was still generating when the
+    # second had started, so it ended by cancellation, short of its num_predict
+    assert [n for n in _cancelled(caplog) if n < LONG["num_predict"]], "ran one after the other"
 
 
 def test_serve_prunes_unused_blobs_unless_noprune(tiny_store) -> None:

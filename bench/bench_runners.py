@@ -323,7 +323,7 @@ def main() -> None:
     print(f"\nllmcrate decode / direct: {s['decode'] / d['decode']:.3f}x; TTFT overhead "
           f"{(s['ttft'] - d['ttft']) * 1000:+.1f} ms")
     budget = (size + kv) * 1.10
-    print(f"\nPSS with 4 clients, NUM_PARALLEL=4: " + ", ".join(
+    print("\nPSS with 4 clients, NUM_PARALLEL=4: " + ", ".join(
         f"{k} {v / 1024:.0f} MiB" for k, v in pss.items()) +
           f"; weights + 4 KV caches + 10 % = {budget / 2**20:.0f} MiB")
 

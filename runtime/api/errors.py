@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import (DigestMismatch, EngineError, ImageError, InvalidName, LlmcrateError,
                       ModelfileError, ModelNotFound, ServerBusy, TemplateError)
+from ..runner.process import RequestFailed
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -47,6 +48,8 @@ def status_for(err: LlmcrateError) -> int:
         return 404
     if isinstance(err, ServerBusy):
         return 503
+    if isinstance(err, RequestFailed):       # the runner said which (a bad format: 400)
+        return err.status
     if isinstance(err, (InvalidName, DigestMismatch, ModelfileError, ImageError)):
         return 400
     if isinstance(err, ValueError):          # runtime.options.OptionError

@@ -14,7 +14,6 @@ from typing import Any, AsyncIterator, Iterator
 from ..engine import Chunk
 from ..errors import LlmcrateError
 from ..model import ModelInfo
-from ..runner.process import RequestFailed
 from .errors import ApiError, status_for
 from .images import decode_images
 from .prompting import (ToolCalls, build_chat_prompt, build_generate_prompt, chat_images,
@@ -80,13 +79,17 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
         k in text for k in ("enable_thinking", "reasoning_effort", "<think>"))
     if wants and not can:
         raise ApiError(400, f'"{model}" does not support thinking')
-    if images and not info.projectors:
-        raise ApiError(400, f"{full} does not support vision")
+    if images:
+        _check_vision(info)
+
+
+def _check_vision(info: ModelInfo) -> None:
+    if not info.projectors:
+        raise ApiError(400, f"{info.name} does not support vision")
 
 
 def _wrap(err: LlmcrateError) -> ApiError:
-    status = err.status if isinstance(err, RequestFailed) else status_for(err)
-    return ApiError(status, str(err))
+    return ApiError(status_for(err), str(err))
 
 
 async def _lease(svc: Service, info: ModelInfo, options: dict[str, Any], keep_alive: Any,
@@ -113,8 +116,8 @@ async def start_generate(svc: Service, body: GenerateBody, *, started: int) -> R
     if not body.raw:
         check_capabilities(info, body.model, kind="generate", suffix=bool(body.suffix),
                            think=body.think, images=bool(body.images))
-    elif body.images and not info.projectors:
-        raise ApiError(400, f"{info.name} does not support vision")
+    elif body.images:
+        _check_vision(info)
     if body.images and body.context:
         raise ApiError(400, "images cannot be combined with context; send the conversation "
                             "to /api/chat instead")

@@ -93,7 +93,6 @@ class BatchLoop:
         self._waiting: list[Request] = []
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
-        self._stopping = False
 
     # -- from other threads ------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -104,14 +103,11 @@ class BatchLoop:
             self._cancelled.add(request_id)
         self._inbox.put(None)          # wake an idle loop
 
-    def stop(self) -> None:
-        self._stopping = True
-        self._inbox.put(None)
-
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
+        """Serve until the process ends (the runner exits when the server goes away)."""
         try:
-            while not self._stopping:
+            while True:
                 self._take_new(block=not self._busy())
                 self._drop_cancelled()
                 self._assign()
@@ -242,7 +238,7 @@ class BatchLoop:
         # then chunks of prompts, within num_batch
         for slot in self.slots:
             a = slot.active
-            if a is None or a.done_prompt >= len(a.req.tokens) or a.req.parts is not None:
+            if a is None or a.done_prompt >= len(a.req.tokens):   # (image prompts: no tokens)
                 continue
             room = self.n_batch - n
             if room <= 0:
@@ -262,7 +258,7 @@ class BatchLoop:
         b.n_tokens = n
         rc = self.lib.llama_decode(self.ctx, b)
         if rc != 0:
-            self._decode_failed(rc, outputs)
+            self._decode_failed(rc)
             return
         for slot, idx in outputs:
             self._sampled(slot, idx)
@@ -347,7 +343,7 @@ class BatchLoop:
             "context": a.req.tokens + a.generated,
         })
 
-    def _decode_failed(self, rc: int, outputs: list[tuple[_Slot, int]]) -> None:
+    def _decode_failed(self, rc: int) -> None:
         logger.error("llama_decode failed (%d)", rc)
         for slot in self.slots:
             if slot.active is None:

@@ -1,7 +1,7 @@
 """The runner process: loads one model and serves the framed protocol (``python -m runtime.runner``).
 
 Threads: the main thread runs the :class:`~runtime.runner.batching.BatchLoop` (all decoding);
-a reader thread takes messages and answers tokenize/detokenize itself; a small pool tokenizes
+a reader thread takes messages and answers tokenize itself; a small pool tokenizes
 prompts and builds sampler chains, so a huge prompt never stalls the other sequences. When the
 server goes away (the socket closes) the process exits at once.
 
@@ -96,17 +96,6 @@ def tokenize(lib: Any, vocab: Any, text: str, *, add_bos: bool, special: bool) -
     return tokens
 
 
-def detokenize(lib: Any, vocab: Any, tokens: list[int]) -> str:
-    size = max(64, len(tokens) * 8)
-    arr = (lib.llama_token * len(tokens))(*tokens)
-    while True:
-        buf = (ctypes.c_char * size)()
-        n = lib.llama_detokenize(vocab, arr, len(tokens), buf, size, False, False)
-        if n >= 0:
-            return bytes(buf[:n]).decode("utf-8", errors="replace")
-        size = -n
-
-
 def grammar_for(fmt: Any) -> str | None:
     """Ollama's ``format`` ("json" or a JSON schema object) as GBNF with a ``root`` rule."""
     if fmt is None or fmt == "" or fmt == {}:
@@ -145,9 +134,6 @@ class Runner:
             tokens = tokenize(self.lib, self.vocab, msg["text"], add_bos=msg.get("add_bos", True),
                               special=msg.get("special", True))
             self.send({"op": "result", "id": rid, "tokens": tokens})
-        elif op == "detokenize":
-            self.send({"op": "result", "id": rid,
-                       "text": detokenize(self.lib, self.vocab, list(msg["tokens"]))})
         else:
             self.reply_error(rid, 400, f"{op} is not something this runner does")
 
@@ -238,9 +224,6 @@ class GenerationRunner(Runner):
     def info(self) -> dict[str, Any]:
         return {"n_ctx": self.n_ctx, "n_seq": self.n_seq, "gpu": self.gpu,
                 "kv_bytes": _kv_bytes(self.lib, self.model, self.n_ctx * self.n_seq),
-                "load_duration": self.load_duration,
-                "bos": int(self.lib.llama_vocab_bos(self.vocab)),
-                "eos": int(self.lib.llama_vocab_eos(self.vocab)),
                 "tokens_per_image": self.vision.tokens_per_image if self.vision else 0}
 
     def serve_main(self) -> None:
@@ -349,14 +332,12 @@ class EmbeddingRunner(Runner):
             use_mmap=opts.use_mmap, embedding=True, flash_attn=opts.flash_attn, verbose=False)
         threads = opts.n_threads or default_threads()
         kwargs["n_threads"] = kwargs["n_threads_batch"] = threads
-        start = time.perf_counter()
         try:
             self.llm = lib.Llama(**kwargs)
         except Exception as e:  # noqa: BLE001 - llama-cpp-python raises ValueError and friends
             raise EngineError(f"unable to load model {_model_name}: {e}",
                               hint="the file may be corrupt or need more memory than is free"
                               ) from e
-        self.load_duration = time.perf_counter() - start
         self.opts = opts
         self.vocab = self.llm._model.vocab
         self._lock = threading.Lock()
@@ -364,9 +345,7 @@ class EmbeddingRunner(Runner):
     def info(self) -> dict[str, Any]:
         n_ctx = min(int(self.llm.n_ctx()), self.opts.n_ctx)
         return {"n_ctx": n_ctx, "n_seq": 1, "gpu": _gpu(self.lib) and self.opts.n_gpu_layers != 0,
-                "kv_bytes": _kv_bytes(self.lib, self.llm._model.model, n_ctx),
-                "load_duration": self.load_duration, "bos": int(self.llm.token_bos()),
-                "eos": int(self.llm.token_eos())}
+                "kv_bytes": _kv_bytes(self.lib, self.llm._model.model, n_ctx)}
 
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg["op"]

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -57,9 +56,6 @@ class RunnerInfo:
     n_seq: int
     gpu: bool
     kv_bytes: int
-    load_duration: float
-    bos: int = -1
-    eos: int = -1
     tokens_per_image: int = 0      # 0: no projector
 
 
@@ -199,9 +195,6 @@ class RunnerProcess:
                             "special": special})
         return list(reply["tokens"])
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return str(self._call({"op": "detokenize", "tokens": list(tokens)})["text"])
-
     def embed(self, texts: Sequence[str], *, truncate: bool = True, normalize: bool = True
               ) -> tuple[list[list[float]], int]:
         """One vector per text and the tokens read (blocking)."""
@@ -283,9 +276,6 @@ class RunnerProcess:
         self._closing = True
         self.chan.close()
         _reap(self.proc, wait=5.0)
-
-    def kill(self) -> None:
-        _kill(self.proc)
 
 
 class Generation:
@@ -397,13 +387,3 @@ def _why(code: int | None, tail: collections.deque[str]) -> str:
         if re.search(r"error|assert|abort|fail", line, re.I):
             return f"{status}: {_PATH.sub('…', line)[:300]}"
     return status
-
-
-def wait_gone(runner: RunnerProcess, timeout: float = 5.0) -> bool:
-    """True once the runner's process has exited (tests, shutdown)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if runner.proc.poll() is not None:
-            return True
-        time.sleep(0.02)
-    return False

@@ -9,7 +9,6 @@ Server -> runner::
 
     {"op": "load", "spec": {...LoadSpec...}}            first frame, exactly once
     {"op": "tokenize", "id", "text", "add_bos", "special"}
-    {"op": "detokenize", "id", "tokens"}
     {"op": "generate", "id", "prompt" (str or [int]), "options" {...}, "format", "logprobs",
      "top_logprobs"}
     {"op": "cancel", "id"}                              stop a generation between two steps
@@ -18,7 +17,7 @@ Server -> runner::
 Runner -> server::
 
     {"op": "ready", "info": {...}}  |  {"op": "load_error", "error"}
-    {"op": "result", "id", ...}                          tokenize/detokenize/embed answers
+    {"op": "result", "id", ...}                          tokenize/embed answers
     {"op": "started", "id", "prompt_tokens"}             a generation was accepted
     {"op": "chunk", "id", "text", "logprobs"?}           generated text
     {"op": "done", "id", ...counters}                    the last message of a generation

@@ -243,3 +243,20 @@ def test_the_server_process_never_loads_llama_cpp(tmp_path: Path, tiny_gguf: Pat
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_bad_format_is_a_400_from_the_runner_and_it_serves_on(live_server) -> None:
+    """A schema the runner cannot turn into a grammar is the client's error (400, through the
+    one error mapper), for Ollama's and OpenAI's routes; the runner and its slot live on."""
+    url = live_server()
+    for fmt in ({"type": "nosuch"}, {"$ref": "#/nope"}):
+        r = _chat(url, format=fmt, options={"num_predict": 2})
+        assert r.status_code == 400 and "invalid JSON schema in format" in r.json()["error"]
+    r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+        "model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "x", "schema": {"type": "nosuch"}}}})
+    assert r.status_code == 400 and "invalid JSON schema" in r.json()["error"]["message"]
+    assert _chat(url, format={"type": "object"}, options={"num_predict": 4}).status_code == 200
+    [runner] = _runners(live_server)
+    assert runner.process.alive and runner.active == 0

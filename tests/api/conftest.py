@@ -105,3 +105,20 @@ def live_server(tiny_store: Any, models_dir: Path) -> Iterator[Callable[..., str
     yield start
     for srv in servers:
         srv.stop()
+
+
+def runner_cancellations(caplog: pytest.LogCaptureFixture, *, within: float = 30
+                         ) -> list[tuple[int, int, int]]:
+    """(prompt tokens evaluated, prompt tokens, tokens generated) of each generation a runner
+    logged as cancelled. Runner logs reach this process through a pipe, so wait for the first
+    one a while (a bound on waiting, not a speed assertion)."""
+    import re
+
+    deadline = time.monotonic() + within
+    while True:
+        found = [re.search(r"cancelled after (\d+) of (\d+) prompt tokens, (\d+) generated",
+                           rec.getMessage()) for rec in caplog.records]
+        counts = [(int(m.group(1)), int(m.group(2)), int(m.group(3))) for m in found if m]
+        if counts or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)

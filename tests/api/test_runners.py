@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ import ollama
 import openai
 import pytest
 
-from tests.api.conftest import build_tiny_store
+from tests.api.conftest import build_tiny_store, runner_cancellations
 from tests.conftest import make_tiny_model
 
 CRASHED = ("model runner has unexpectedly stopped, this may be due to resource limitations or "
@@ -141,13 +140,9 @@ def test_disconnect_mid_prompt_frees_the_only_slot(live_server, tmp_path: Path, 
                    json={"model": "tiny", "prompt": "hi", "stream": False, "options": opts})
     assert r.status_code == 200 and r.json()["eval_count"] == 4
     # the long prompt stopped part way: the runner says how far it got
-    import re
-
-    found = [re.search(r"cancelled after (\d+) of (\d+) prompt tokens", rec.getMessage())
-             for rec in caplog.records]
-    found = [m for m in found if m]
+    found = runner_cancellations(caplog)
     assert found, "the runner never reported the cancelled prompt"
-    done, total = int(found[0].group(1)), int(found[0].group(2))
+    done, total, _ = found[0]
     assert total > 20000 and done < total
 
 

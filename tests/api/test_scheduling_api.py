@@ -14,7 +14,7 @@ import httpx
 import ollama
 import pytest
 
-from tests.api.conftest import CHATML_TOOLS_TEMPLATE, build_tiny_store
+from tests.api.conftest import CHATML_TOOLS_TEMPLATE, build_tiny_store, runner_cancellations
 from tests.conftest import make_tiny_model
 
 TINY = "tiny"
@@ -30,11 +30,7 @@ def long_store(tmp_path: Path) -> Any:
 
 def _cancelled(caplog: pytest.LogCaptureFixture) -> list[int]:
     """Tokens each cancelled generation had produced, as its runner logged it (no clock)."""
-    import re
-
-    found = [re.search(r"cancelled after \d+ of \d+ prompt tokens, (\d+) generated",
-                       rec.getMessage()) for rec in caplog.records]
-    return [int(m.group(1)) for m in found if m]
+    return [generated for _, _, generated in runner_cancellations(caplog)]
 
 
 def _generate(url: str, timeout: float = 60, **body: Any) -> httpx.Response:

@@ -12,9 +12,35 @@ lines are written, once each, so output stays small and greppable.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from tqdm import tqdm
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One progress report from long work (pull, create, push, bundle verify), as Ollama's
+    ``ProgressResponse``: a status line, and for byte transfers the layer digest with totals."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``/api/pull`` NDJSON object: fields that are unset are left out (Go's omitempty)."""
+        out: dict[str, Any] = {"status": self.status}
+        for key in ("digest", "total", "completed"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+"""What every library function that reports progress takes as ``progress=``."""
 
 
 class StatusPrinter:
@@ -27,7 +53,9 @@ class StatusPrinter:
         self._bars: dict[str, tqdm[Any]] = {}
         self._last_status: str | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: ProgressEvent | dict[str, Any]) -> None:
+        if isinstance(event, ProgressEvent):  # dicts: until every caller sends events (issue 14)
+            event = event.as_json()
         status = str(event.get("status", ""))
         digest = event.get("digest")
         total = event.get("total")

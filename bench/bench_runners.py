@@ -255,8 +255,8 @@ def main() -> None:
 
     model = args.model
     if model is None:
-        from tests.smollm2 import fetch_smollm2
         from tests.conftest import TEST_CACHE
+        from tests.smollm2 import fetch_smollm2
 
         model = fetch_smollm2(TEST_CACHE)
     if args.cold:

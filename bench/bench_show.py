@@ -71,10 +71,10 @@ def main() -> None:
 
     import httpx
 
+    from runtime.config import HostAddr, load_settings
     from runtime.create import CreateRequest, create_from_request
     from runtime.store import Store
     from tests.api.conftest import LiveServer
-    from runtime.config import HostAddr, load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "models")

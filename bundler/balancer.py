@@ -17,10 +17,9 @@ from typing import Literal
 
 import jinja2
 
+from bundler.deploy import InventoryHost, inventory_hosts
 from runtime.config import DEFAULT_PORT, parse_host
 from runtime.errors import ConfigError, DeployError
-
-from .deploy import InventoryHost, inventory_hosts
 
 Balancer = Literal["haproxy"]
 _WILDCARDS = ("0.0.0.0", "::", "")

@@ -28,12 +28,10 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
     """Build the bundle SPEC.yaml describes (pulls or creates the models the store lacks)."""
     import os
 
-    from runtime.store import Store
-
-    from .pack import build_bundle, parse_size
-    from .spec import load_spec
-
+    from bundler.pack import build_bundle, parse_size
+    from bundler.spec import load_spec
     from runtime.progress import StatusPrinter
+    from runtime.store import Store
 
     spec = load_spec(spec_file)
     out = Path(output) if output else None
@@ -109,9 +107,8 @@ def deploy(bundle_path: Path | None, inventory: Path | None, serial: str | None,
 
     Per host: copy the bundle only when the host lacks it, verify it there, install it, restart
     the server, wait until it serves the bundle's models; then one report line per host."""
+    from bundler import deploy as fleet
     from runtime.errors import DeployError
-
-    from . import deploy as fleet
 
     if emit is not None:
         facts = fleet.bundle_facts(bundle_path) if bundle_path else None
@@ -121,7 +118,7 @@ def deploy(bundle_path: Path | None, inventory: Path | None, serial: str | None,
     if inventory is None:
         raise click.UsageError("-i/--inventory is required (except with --emit)")
     if balancer is not None:
-        from .balancer import balancer_config
+        from bundler.balancer import balancer_config
 
         text = balancer_config(inventory, kind=balancer, bind=bind, limit=limit)  # type: ignore[arg-type]
         if output is None:

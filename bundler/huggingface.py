@@ -29,16 +29,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from bundler.chat_templates import choose_template
 from runtime.create import config_for, json_layer, text_layer
-from runtime.errors import (AuthError, DigestMismatch, InvalidName, LlmcrateError, ModelNotFound,
-                            RegistryError)
+from runtime.errors import (
+    AuthError,
+    DigestMismatch,
+    InvalidName,
+    LlmcrateError,
+    ModelNotFound,
+    RegistryError,
+)
 from runtime.gguf_info import read_gguf_info
 from runtime.gojson import go_json
 from runtime.names import HF_HOST, HFFileRef, ModelName, parse_name, parse_reference
-from runtime.store import (MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_PROJECTOR,
-                           MEDIA_TEMPLATE, Layer, Manifest, Store)
-
-from .chat_templates import choose_template
+from runtime.store import (
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    Store,
+)
 
 __all__ = ["DEFAULT_QUANT", "HfSource", "choose_projector", "pull_hf", "resolve_hf", "quant_of"]
 

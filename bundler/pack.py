@@ -26,14 +26,13 @@ from typing import IO, Any, BinaryIO, Callable, Iterable, Literal
 
 import jinja2
 
+from bundler import wheels as wh
+from bundler.spec import BundleSpec, ModelSpec
 from runtime import __version__
 from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
 from runtime.names import HFFileRef, parse_name, parse_reference
 from runtime.store import MEDIA_LICENSE, Manifest, Store
 from runtime.verify import BUNDLE_FORMAT, BUNDLE_JSON
-
-from . import wheels as wh
-from .spec import BundleSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
             return store.resolve(m.target)
         except ModelNotFound:
             pass
-        from .huggingface import pull_hf
+        from bundler.huggingface import pull_hf
         say(f"pulling {m.ref}")
         return pull_hf(store, m.ref, name=m.target)
     try:

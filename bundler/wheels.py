@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
+from bundler.spec import BundleSpec, RuntimeSpec
 from runtime.errors import BundleError
-
-from .spec import BundleSpec, RuntimeSpec
 
 try:  # packaging ships with pip; the online host always has pip
     from packaging.markers import default_environment

@@ -25,8 +25,14 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import httpx
 
-from .config import Settings, load_settings
-from .errors import LlmcrateError, ModelNotFound, ServerBusy, ServerError, ServerUnavailable
+from runtime.config import Settings, load_settings
+from runtime.errors import (
+    LlmcrateError,
+    ModelNotFound,
+    ServerBusy,
+    ServerError,
+    ServerUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +241,8 @@ class Client:
         """
         import os
 
-        from .create import resolve_sources
-        from .errors import ModelfileError
+        from runtime.create import resolve_sources
+        from runtime.errors import ModelfileError
 
         yield "gathering model components"
         src = resolve_sources(modelfile, base_dir)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
+from runtime.errors import ConfigError
 
 DEFAULT_PORT = 11434
 #: Ollama's default origins, always allowed in addition to OLLAMA_ORIGINS.

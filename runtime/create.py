@@ -21,14 +21,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import GGUFError, LlmcrateError, ModelfileError, ModelNotFound, StoreError
-from .gguf_info import GGUFInfo, read_gguf_info
-from .gojson import go_json
-from .modelfile import Modelfile
-from .names import ModelName, parse_name
-from .store import (MEDIA_ADAPTER, MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL,
-                    MEDIA_PARAMS, MEDIA_PROJECTOR, MEDIA_SYSTEM, MEDIA_TEMPLATE, Layer, Manifest,
-                    Store)
+from runtime.errors import (
+    GGUFError,
+    LlmcrateError,
+    ModelfileError,
+    ModelNotFound,
+    StoreError,
+)
+from runtime.gguf_info import GGUFInfo, read_gguf_info
+from runtime.gojson import go_json
+from runtime.modelfile import Modelfile
+from runtime.names import ModelName, parse_name
+from runtime.store import (
+    MEDIA_ADAPTER,
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    Store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +75,11 @@ def check_template(template: str | None) -> None:
     """A TEMPLATE must parse (TemplateError with line:col) before anything is written: as a Go
     template, or as Jinja when it is Jinja text (a GGUF chat_template that ``show`` printed)."""
     if template:
-        from .prompt import GoTemplate
-        from .prompt.families import is_jinja
+        from runtime.prompt import GoTemplate
+        from runtime.prompt.families import is_jinja
 
         if is_jinja(template):
-            from .prompt.jinja import compile_jinja
+            from runtime.prompt.jinja import compile_jinja
 
             compile_jinja(template)
         else:
@@ -83,7 +100,7 @@ def template_layer_text(given: str | None, gguf: GGUFInfo | None, *, detect: boo
     - a Jinja TEMPLATE of no known family: no layer when it is the GGUF's own chat_template
       (so ``show --modelfile`` -> ``create`` round-trips), else stored as it is.
     """
-    from .prompt.families import choose_template, is_jinja
+    from runtime.prompt.families import choose_template, is_jinja
 
     own = gguf.chat_template if gguf is not None else None
     eos = gguf.token("eos") if gguf is not None else None
@@ -350,7 +367,7 @@ def resolve_sources(modelfile: Modelfile, base_dir: Path) -> Sources:
 
 
 def _blob_from_file(store: Store, path: Path, progress: Progress | None) -> str:
-    from .gguf_info import check_magic
+    from runtime.gguf_info import check_magic
 
     check_magic(path)
     _progress(progress, f"copying file {path.name}")

@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from .errors import ConfigError, InsufficientSpace, LlmcrateError, RegistryError, StoreError
+from runtime.errors import (
+    ConfigError,
+    InsufficientSpace,
+    LlmcrateError,
+    RegistryError,
+    StoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +104,7 @@ class PullSettings:
         """``LLMCRATE_PULL_PARTS``, ``_RETRIES``, ``_STALL_TIMEOUT`` (a duration),
         ``_LIMIT_RATE`` (e.g. ``10M``) and ``LLMCRATE_REGISTRY_MIRRORS``
         (``registry.ollama.ai=http://10.0.0.5:5000,…``); keyword overrides win."""
-        from .config import parse_duration
+        from runtime.config import parse_duration
 
         env = os.environ if env is None else env
         values: dict[str, object] = {}

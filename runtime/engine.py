@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import EngineError
-from .options import DEFAULT_OPTIONS
+from runtime.errors import EngineError
+from runtime.options import DEFAULT_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def available_memory(meminfo: Path = MEMINFO) -> int | None:
 @functools.lru_cache(maxsize=64)
 def _header_dims(path: Path) -> tuple[int, int, int, int]:
     """(n_layer, n_embd, n_head, n_head_kv) from the GGUF header; zeros when unreadable."""
-    from .gguf_info import read_gguf_info
+    from runtime.gguf_info import read_gguf_info
 
     try:
         kv = read_gguf_info(path).kv

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import GGUFError
-from .gguf_header import HeaderError, SkippedArray, TensorInfo, read_header
+from runtime.errors import GGUFError
+from runtime.gguf_header import HeaderError, SkippedArray, TensorInfo, read_header
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .names import ModelName, parse_name
-from .store import (MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS,
-                    MEDIA_PROJECTOR, MEDIA_SYSTEM, MEDIA_TEMPLATE, Manifest, Store)
+from runtime.errors import StoreError
+from runtime.names import ModelName, parse_name
+from runtime.store import (
+    MEDIA_ADAPTER,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Manifest,
+    Store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +109,7 @@ def load_model_info(store: Store, name: str | ModelName) -> ModelInfo:
         mt = layer.media_type
         if mt == MEDIA_TEMPLATE:
             text = store.read_blob(layer.digest).decode("utf-8")
-            from .prompt.families import is_jinja
+            from runtime.prompt.families import is_jinja
 
             if is_jinja(text):
                 info.jinja_template = text

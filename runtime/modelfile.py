@@ -24,8 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ModelfileError
-from .options import DEPRECATED_OPTIONS, OPTION_TYPES, OptionError, coerce_parameter, format_value
+from runtime.errors import ModelfileError
+from runtime.options import (
+    DEPRECATED_OPTIONS,
+    OPTION_TYPES,
+    OptionError,
+    coerce_parameter,
+    format_value,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import re
 from decimal import Decimal
 from typing import Any, Mapping
 
-from .errors import LlmcrateError
+from runtime.errors import LlmcrateError
 
 #: name -> type: int, float, bool, str or list (a list of strings).
 OPTION_TYPES: dict[str, type] = {

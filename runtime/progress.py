@@ -19,7 +19,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProgressEvent:
     """One progress report from long work (pull, create, push, bundle verify), as Ollama's
     ``ProgressResponse``: a status line, and for byte transfers the layer digest with totals."""

@@ -18,11 +18,11 @@ import logging
 from typing import Any, Callable
 from urllib.parse import urljoin
 
-from .download import PullSettings, Transient
-from .errors import RegistryError
-from .names import ModelName, parse_name
-from .registry import _RETRY_STATUS, _Registry, raise_for_registry
-from .store import MEDIA_MANIFEST, Layer, Manifest, Store
+from runtime.download import PullSettings, Transient
+from runtime.errors import RegistryError
+from runtime.names import ModelName, parse_name
+from runtime.registry import _RETRY_STATUS, _Registry, raise_for_registry
+from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
 
 __all__ = ["push_model", "CHUNK"]
 

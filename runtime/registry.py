@@ -36,13 +36,25 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from . import __version__
-from .download import (BlobDownload, PullSettings, RateLimiter, Transient, discard_partial,
-                       resumable_bytes, state_path)
-from .errors import (AuthError, DigestMismatch, ModelNotFound, RegistryError,
-                     StoreError)
-from .names import ModelName, parse_name
-from .store import MEDIA_MANIFEST, Layer, Manifest, Store
+from runtime import __version__
+from runtime.download import (
+    BlobDownload,
+    PullSettings,
+    RateLimiter,
+    Transient,
+    discard_partial,
+    resumable_bytes,
+    state_path,
+)
+from runtime.errors import (
+    AuthError,
+    DigestMismatch,
+    ModelNotFound,
+    RegistryError,
+    StoreError,
+)
+from runtime.names import ModelName, parse_name
+from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
 
 __all__ = ["PullSettings", "pull_model", "raise_for_registry", "user_agent"]
 

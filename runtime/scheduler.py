@@ -32,11 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Settings
-from .engine import LoadOptions, check_memory, file_size
-from .errors import EngineError, LlmcrateError, ServerBusy
-from .format import rfc3339_nano
-from .runner.process import RunnerProcess
+from runtime.config import Settings
+from runtime.engine import LoadOptions, check_memory, file_size
+from runtime.errors import EngineError, LlmcrateError, ServerBusy
+from runtime.format import rfc3339_nano
+from runtime.runner.process import RunnerProcess
 
 #: Starts a runner for a model (its load options and name) with this many parallel sequences.
 Loader = Callable[["ModelRef", int], RunnerProcess]

@@ -5,10 +5,10 @@ import errno
 import logging
 import socket
 
-from . import __version__
-from .config import Settings
-from .errors import AddressInUse, ConfigError
-from .store import Store
+from runtime import __version__
+from runtime.config import Settings
+from runtime.errors import AddressInUse, ConfigError
+from runtime.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Raises AddressInUse when the port is taken."""
     import uvicorn
 
-    from .api import create_app
+    from runtime.api import create_app
 
     sock = bind_socket(settings)
     try:

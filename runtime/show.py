@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import GGUFError
-from .format import rfc3339_nano
-from .gguf_info import read_gguf_info
-from .model import ModelInfo, details_of, load_model_info
-from .modelfile import render_modelfile
-from .names import ModelName
-from .store import Manifest, Store
+from runtime.errors import GGUFError
+from runtime.format import rfc3339_nano
+from runtime.gguf_info import read_gguf_info
+from runtime.model import ModelInfo, details_of, load_model_info
+from runtime.modelfile import render_modelfile
+from runtime.names import ModelName
+from runtime.store import Manifest, Store
 
 
 def rfc3339(ts: float) -> str:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from .errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
-from .names import ModelName, parse_name
+from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
+from runtime.names import ModelName, parse_name
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Sequence
 
-from .errors import BundleError, DigestMismatch, UnsafeArchive
+from runtime.errors import BundleError, DigestMismatch, UnsafeArchive
 
 logger = logging.getLogger(__name__)
 
@@ -800,7 +800,7 @@ def preflight(bundle: Path, *, prefix: Path, models_dir: Path, host: str, port: 
               python_version: tuple[int, int] | None = None, machine: str | None = None,
               hw: Any = None) -> list[Check]:
     """Checks the target host against a bundle before installing it; fatal failures stop install."""
-    from . import hardware
+    from runtime import hardware
 
     meta = read_bundle_json(bundle)
     checks: list[Check] = []
@@ -883,7 +883,8 @@ def smoke_test(host: str, model: str, *, timeout: float = 120.0) -> str:
     import time
     import urllib.error
     import urllib.request
-    from .config import parse_host
+
+    from runtime.config import parse_host
     addr = parse_host(host)
     h = "127.0.0.1" if addr.host in ("0.0.0.0", "") else ("::1" if addr.host == "::" else addr.host)
     base = f"http://[{h}]:{addr.port}" if ":" in h else f"http://{h}:{addr.port}"
@@ -963,7 +964,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             print(f"OK: {rep.name} {rep.version}: {rep.files} files, {rep.bytes / 1e6:.1f} MB, "
                   f"{len(rep.models)} model(s) verified")
         elif args.cmd == "preflight":
-            from .config import parse_host
+            from runtime.config import parse_host
             addr = parse_host(args.host)
             checks = preflight(args.bundle, prefix=args.prefix, models_dir=args.models_dir,
                                host=addr.host, port=addr.port)

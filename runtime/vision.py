@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from .errors import EngineError, ImageError
+from runtime.errors import EngineError, ImageError
 
 logger = logging.getLogger(__name__)
 

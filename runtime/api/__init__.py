@@ -31,14 +31,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
-from ..config import Settings
-from ..errors import LlmcrateError
-from ..scheduler import Scheduler
-from ..store import Store
-from .errors import ApiError, error_body, error_response, is_openai
-from .origins import OriginGuard, origins_regex
-from .service import Service
+from runtime import __version__
+from runtime.api.errors import ApiError, error_body, error_response, is_openai
+from runtime.api.origins import OriginGuard, origins_regex
+from runtime.api.service import Service
+from runtime.config import Settings
+from runtime.errors import LlmcrateError
+from runtime.scheduler import Scheduler
+from runtime.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,14 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.store = store
 
-    from . import anthropic, ollama, openai, responses
+    from runtime.api import anthropic, ollama, openai, responses
 
     app.include_router(ollama.router(service))
     app.include_router(openai.router(service))
     app.include_router(responses.router(service))
     app.include_router(anthropic.router(service))
     if settings.registry:
-        from . import registry
+        from runtime.api import registry
 
         app.include_router(registry.router(store))
 

@@ -17,11 +17,11 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .errors import ApiError, anthropic_body, to_api_error
-from .inference import Instant, Piece, start_chat
-from .openai import _collect, _started
-from .schemas import ChatBody, Message, parse_body, read_json
-from .service import Service, unless_disconnected
+from runtime.api.errors import ApiError, anthropic_body, to_api_error
+from runtime.api.inference import Instant, Piece, start_chat
+from runtime.api.openai import _collect, _started
+from runtime.api.schemas import ChatBody, Message, parse_body, read_json
+from runtime.api.service import Service, unless_disconnected
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

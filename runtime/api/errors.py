@@ -19,12 +19,21 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from ..errors import (DigestMismatch, EngineError, ImageError, InvalidName, LlmcrateError,
-                      ModelfileError, ModelNotFound, ServerBusy, TemplateError)
-from ..runner.process import RequestFailed
+from runtime.errors import (
+    DigestMismatch,
+    EngineError,
+    ImageError,
+    InvalidName,
+    LlmcrateError,
+    ModelfileError,
+    ModelNotFound,
+    ServerBusy,
+    TemplateError,
+)
+from runtime.runner.process import RequestFailed
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from runtime.store import Store
 
 logger = logging.getLogger(__name__)
 

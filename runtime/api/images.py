@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import ImageError
-from ..vision import MAX_IMAGE_BYTES, check_image, decode_base64_image, parse_data_uri
-from .errors import ApiError
+from runtime.api.errors import ApiError
+from runtime.errors import ImageError
+from runtime.vision import (
+    MAX_IMAGE_BYTES,
+    check_image,
+    decode_base64_image,
+    parse_data_uri,
+)
 
 #: Images one request may carry (Ollama has no limit; each costs an encode and its tokens).
 MAX_IMAGES = 32

@@ -11,16 +11,21 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
-from ..engine import Chunk
-from ..errors import LlmcrateError
-from ..model import ModelInfo
-from .errors import ApiError, status_for
-from .images import decode_images
-from .prompting import (ToolCalls, build_chat_prompt, build_generate_prompt, chat_images,
-                        generate_images)
-from .schemas import ChatBody, EmbedBody, GenerateBody
-from .service import CancelToken, Prepared, Service, check_format
-from .thinking import ThinkingParser, wants_thinking
+from runtime.api.errors import ApiError, status_for
+from runtime.api.images import decode_images
+from runtime.api.prompting import (
+    ToolCalls,
+    build_chat_prompt,
+    build_generate_prompt,
+    chat_images,
+    generate_images,
+)
+from runtime.api.schemas import ChatBody, EmbedBody, GenerateBody
+from runtime.api.service import CancelToken, Prepared, Service, check_format
+from runtime.api.thinking import ThinkingParser, wants_thinking
+from runtime.engine import Chunk
+from runtime.errors import LlmcrateError
+from runtime.model import ModelInfo
 
 
 @dataclass
@@ -54,12 +59,12 @@ def check_capabilities(info: ModelInfo, model: str, *, kind: str, tools: bool = 
                        suffix: bool = False, think: Any = None, images: bool = False) -> None:
     """Ollama's CheckCapabilities: 400 when the request needs what the model's template lacks
     (the Go template, else the Jinja the model is rendered with)."""
-    from .prompting import template_in_use
-    from .thinking import THINK_LEVELS
+    from runtime.api.prompting import template_in_use
+    from runtime.api.thinking import THINK_LEVELS
 
     text, go = template_in_use(info)
     full = str(info.name)
-    from .service import gguf_facts
+    from runtime.api.service import gguf_facts
 
     if gguf_facts(info.model_path).pooling and not go:
         raise ApiError(400, f'"{model}" does not support {kind}')
@@ -204,7 +209,7 @@ def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
     with a ``format`` (the grammar constrains the output from its first token). A level
     ("high", "medium", "low", "max") reaches templates that read it (``.ThinkLevel`` /
     ``reasoning_effort``) as it is, as Ollama passes it."""
-    from .prompting import template_in_use
+    from runtime.api.prompting import template_in_use
 
     text, go = template_in_use(info)
     if think is None and wants_thinking(text, None):
@@ -331,7 +336,7 @@ async def run_embed(svc: Service, body: EmbedBody, *, started: int, normalize: b
     except LlmcrateError as e:
         raise _wrap(e) from None
     if body.dimensions and 0 < body.dimensions < len(vectors[0]):
-        from ..engine import normalize as l2
+        from runtime.engine import normalize as l2
 
         vectors = [l2(v[: body.dimensions]) for v in vectors]
     return Embedded(vectors, count, prepared)

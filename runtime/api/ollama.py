@@ -13,15 +13,42 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .. import OLLAMA_API_VERSION
-from ..errors import GGUFError, LlmcrateError, ModelNotFound, StoreError, TemplateError
-from ..names import parse_name
-from ..store import ReadOnlyStore, check_digest, new_temp_file
-from .errors import ApiError, error_line, status_for, to_api_error
-from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
-from .schemas import (ChatBody, CopyBody, CreateBody, EmbedBody, EmbeddingsBody, GenerateBody,
-                      NameBody, read_body)
-from .service import Service, metrics, now_iso, unless_disconnected, watch_disconnect
+from runtime import OLLAMA_API_VERSION
+from runtime.api.errors import ApiError, error_line, status_for, to_api_error
+from runtime.api.inference import (
+    Instant,
+    Piece,
+    Run,
+    run_embed,
+    start_chat,
+    start_generate,
+)
+from runtime.api.schemas import (
+    ChatBody,
+    CopyBody,
+    CreateBody,
+    EmbedBody,
+    EmbeddingsBody,
+    GenerateBody,
+    NameBody,
+    read_body,
+)
+from runtime.api.service import (
+    Service,
+    metrics,
+    now_iso,
+    unless_disconnected,
+    watch_disconnect,
+)
+from runtime.errors import (
+    GGUFError,
+    LlmcrateError,
+    ModelNotFound,
+    StoreError,
+    TemplateError,
+)
+from runtime.names import parse_name
+from runtime.store import ReadOnlyStore, check_digest, new_temp_file
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +159,7 @@ def router(svc: Service) -> APIRouter:
     # -- models ------------------------------------------------------------------------------
     @r.api_route("/api/tags", methods=["GET", "HEAD"])
     async def tags() -> dict[str, Any]:
-        from ..show import list_models_json
+        from runtime.show import list_models_json
 
         return {"models": await asyncio.to_thread(list_models_json, svc.store)}
 
@@ -142,7 +169,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/api/show")
     async def show(request: Request) -> Response:
-        from ..show import show_model
+        from runtime.show import show_model
 
         body = await read_body(request, NameBody)
         name = _required_name(body.target)
@@ -408,8 +435,8 @@ async def _progress_answer(job: Job, *, stream: bool) -> Response:
 
 
 def _create_job(svc: Service, body: CreateBody) -> Job:
-    from ..create import CreateRequest, create_from_request
-    from ..options import coerce_options
+    from runtime.create import CreateRequest, create_from_request
+    from runtime.options import coerce_options
 
     name = _required_name(body.model or body.name)
     if body.quantize:
@@ -450,7 +477,7 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     (``@sha256:<hex>``, as old clients wrote after uploading) or a blob file of this very store
     (what ``show --modelfile`` prints); ADAPTER lines name blobs the same ways. Fields given
     beside the Modelfile win over it."""
-    from ..modelfile import parse_modelfile
+    from runtime.modelfile import parse_modelfile
 
     try:
         mf = parse_modelfile(body.modelfile or "")
@@ -502,7 +529,7 @@ def _legacy_blob(svc: Service, src: str, what: str) -> str | None:
 
 
 def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
-    from ..registry import pull_model
+    from runtime.registry import pull_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         def progress(update: Any) -> None:
@@ -520,7 +547,7 @@ def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
 
 
 def _push_job(svc: Service, name: str, *, insecure: bool) -> Job:
-    from ..push import push_model
+    from runtime.push import push_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         push_model(svc.store, name, insecure=insecure,

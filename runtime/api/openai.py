@@ -17,14 +17,28 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..errors import LlmcrateError
-from ..names import parse_name
-from .errors import ApiError, openai_body, to_api_error
-from .images import openai_content
-from .inference import Instant, Piece, Run, run_embed, start_chat, start_generate
-from .schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_json
-from .service import Service, unless_disconnected, watch_disconnect
-from .thinking import think_from_reasoning_effort
+from runtime.api.errors import ApiError, openai_body, to_api_error
+from runtime.api.images import openai_content
+from runtime.api.inference import (
+    Instant,
+    Piece,
+    Run,
+    run_embed,
+    start_chat,
+    start_generate,
+)
+from runtime.api.schemas import (
+    ChatBody,
+    EmbedBody,
+    GenerateBody,
+    Message,
+    parse_body,
+    read_json,
+)
+from runtime.api.service import Service, unless_disconnected, watch_disconnect
+from runtime.api.thinking import think_from_reasoning_effort
+from runtime.errors import LlmcrateError
+from runtime.names import parse_name
 
 FINGERPRINT = "fp_ollama"
 
@@ -287,7 +301,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.get("/models")
     async def models() -> dict[str, Any]:
-        from ..show import list_models_json
+        from runtime.show import list_models_json
 
         items = await asyncio.to_thread(list_models_json, svc.store)
         return {"object": "list", "data": [_model_obj(m["name"], m["modified_at"]) for m in items]}

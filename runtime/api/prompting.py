@@ -10,10 +10,9 @@ import logging
 import uuid
 from typing import Any, Callable, Sequence
 
-from ..model import ModelInfo
-from .service import gguf_facts
-
-from ..prompt import ToolCallParser, chat_prompt, generate_prompt
+from runtime.api.service import gguf_facts
+from runtime.model import ModelInfo
+from runtime.prompt import ToolCallParser, chat_prompt, generate_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import re
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from ..errors import InvalidName, StoreError
-from ..names import DEFAULT_HOST, ModelName, parse_name
-from ..store import Manifest, Store, check_digest
+from runtime.errors import InvalidName, StoreError
+from runtime.names import DEFAULT_HOST, ModelName, parse_name
+from runtime.store import Manifest, Store, check_digest
 
 logger = logging.getLogger(__name__)
 

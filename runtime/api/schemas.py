@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ApiError
+from runtime.api.errors import ApiError
 
 #: JSON bodies larger than this are refused (blob uploads stream and are not limited).
 MAX_JSON_BODY = 64 << 20

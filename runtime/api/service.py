@@ -12,16 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from ..config import Settings, parse_duration
-from ..engine import Chunk, LoadOptions
-from ..errors import ConfigError, GGUFError, InvalidName, LlmcrateError, ModelNotFound
-from ..model import ModelInfo, load_model_info
-from ..names import parse_name
-from ..options import check_runner_options, coerce_options, resolve_options
-from ..runner.process import Generation
-from ..scheduler import Lease, ModelRef, Scheduler
-from ..store import Store
-from .errors import ApiError
+from runtime.api.errors import ApiError
+from runtime.config import Settings, parse_duration
+from runtime.engine import Chunk, LoadOptions
+from runtime.errors import (
+    ConfigError,
+    GGUFError,
+    InvalidName,
+    LlmcrateError,
+    ModelNotFound,
+)
+from runtime.model import ModelInfo, load_model_info
+from runtime.names import parse_name
+from runtime.options import check_runner_options, coerce_options, resolve_options
+from runtime.runner.process import Generation
+from runtime.scheduler import Lease, ModelRef, Scheduler
+from runtime.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ class GGUFFacts:
 @functools.lru_cache(maxsize=64)
 def gguf_facts(path: Path) -> GGUFFacts:
     """Header facts the server needs (blobs are content-addressed, so caching by path is safe)."""
-    from ..gguf_info import read_gguf_info
+    from runtime.gguf_info import read_gguf_info
 
     try:
         gi = read_gguf_info(path)

@@ -87,7 +87,7 @@ THINK_LEVELS = ("high", "medium", "low", "max")
 def think_from_reasoning_effort(effort: Any) -> Any:
     """OpenAI's ``reasoning_effort`` as Ollama's think value (openai.thinkFromReasoningEffort):
     None leaves the model's default; tiers beyond Ollama's are clamped; others are an error."""
-    from .errors import ApiError
+    from runtime.api.errors import ApiError
 
     if effort is None or effort == "":
         return None

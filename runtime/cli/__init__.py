@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import LlmcrateError
+from runtime import __version__
+from runtime.errors import LlmcrateError
 
 #: command name -> "module:attr". Modules are imported only when the command is used.
 COMMANDS: dict[str, str] = {

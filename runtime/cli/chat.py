@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from ..client import Client
-from ..config import load_settings, parse_duration
-from ..errors import ConfigError, ModelNotFound
+from runtime.client import Client
+from runtime.config import load_settings, parse_duration
+from runtime.errors import ConfigError, ModelNotFound
 
 Json = dict[str, Any]
 
@@ -65,7 +65,7 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, format_: str, keepal
         session.parent_model = (info.get("details") or {}).get("parent_model", "")
         session.vision = "vision" in (info.get("capabilities") or [])
         if interactive:
-            from .repl import Repl
+            from runtime.cli.repl import Repl
 
             Repl(client, session).start(info)
         else:
@@ -315,7 +315,7 @@ def stream_reply(chunks: Iterator[Json], session: Session, *,
 
 def prompt_images(prompt: str) -> Any:
     """Image paths in a prompt read for a vision model (``Added image '…'`` on stderr)."""
-    from .images import extract_images
+    from runtime.cli.images import extract_images
 
     found = extract_images(prompt)
     for path in found.paths:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import LlmcrateError
+from runtime.errors import LlmcrateError
 
 
 @click.command(name="help")

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ImageError
-from ..vision import MAX_IMAGE_BYTES, check_image
+from runtime.errors import ImageError
+from runtime.vision import MAX_IMAGE_BYTES, check_image
 
 # Ollama's pattern, plus ../ and ~/ and the formats llama.cpp decodes (webp is refused with a
 # clear message by check_image): a path, possibly with escaped spaces, ending in an extension.

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..config import load_settings
-from ..format import human_bytes, human_time, table
-from ..store import Store
+from runtime.config import load_settings
+from runtime.format import human_bytes, human_time, table
+from runtime.store import Store
 
 
 def _store() -> Store:
@@ -19,7 +19,7 @@ def _store() -> Store:
 
 def _client() -> Any | None:
     """A client for the running server, or None when nothing answers (use the local store)."""
-    from ..client import connect
+    from runtime.client import connect
 
     return connect(load_settings())
 
@@ -68,7 +68,7 @@ def show(model: str, show_license: bool, show_modelfile: bool, show_parameters: 
     if client is not None:
         body = client.show(model, verbose=verbose)
     else:
-        from ..show import show_model
+        from runtime.show import show_model
 
         body = show_model(_store(), model, verbose=verbose)
     if show_license:
@@ -102,7 +102,7 @@ def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows] + [""]
     pi = body.get("projector_info") or {}
     if pi:
-        from ..gguf_info import human_number
+        from runtime.gguf_info import human_number
 
         parch = str(pi.get("general.architecture", ""))
         prow = [("architecture", parch)]
@@ -140,8 +140,8 @@ def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
               type=click.Path(dir_okay=False), help="Name of the Modelfile")
 def create(name: str, modelfile: str) -> None:
     """Create a model from a Modelfile."""
-    from ..modelfile import parse_modelfile
-    from ..names import parse_name
+    from runtime.modelfile import parse_modelfile
+    from runtime.names import parse_name
 
     parse_name(name)  # a bad name fails before any work
     path = Path(modelfile)
@@ -154,14 +154,14 @@ def create(name: str, modelfile: str) -> None:
     base_dir = path.resolve().parent
     client = _client()
     if client is None:
-        from ..create import create_model
+        from runtime.create import create_model
 
         create_model(_store(), name, mf, base_dir=base_dir,
                      progress=lambda s: click.echo(s, err=True))
         return
     # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
-    from ..gguf_info import check_magic
-    from ..create import check_template, resolve_sources
+    from runtime.create import check_template, resolve_sources
+    from runtime.gguf_info import check_magic
 
     check_template(mf.template)
     for src in resolve_sources(mf, base_dir).files:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..config import load_settings
-from ..download import PullSettings, parse_rate
-from ..errors import LlmcrateError
-from ..progress import StatusPrinter
-from ..store import Store
+from runtime.config import load_settings
+from runtime.download import PullSettings, parse_rate
+from runtime.errors import LlmcrateError
+from runtime.progress import StatusPrinter
+from runtime.store import Store
 
 _HF_PREFIXES = ("hf.co/", "huggingface.co/", "hf://")
 
@@ -30,7 +30,7 @@ def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
     OLLAMA_MODELS. Hugging Face pulls always run here (online host)."""
     settings = load_settings()
     if not model.lower().startswith(_HF_PREFIXES) and not (parts or limit_rate or revision):
-        from ..client import connect
+        from runtime.client import connect
 
         client = connect(settings)
         if client is not None:
@@ -57,7 +57,7 @@ def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
         else:
             if revision:
                 raise click.UsageError("--revision applies to Hugging Face pulls")
-            from ..registry import pull_model
+            from runtime.registry import pull_model
 
             pull_settings = PullSettings.from_env(
                 max_parts=parts, bandwidth_limit=parse_rate(limit_rate) if limit_rate else None)

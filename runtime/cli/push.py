@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..config import load_settings
-from ..progress import StatusPrinter
-from ..store import Store
+from runtime.config import load_settings
+from runtime.progress import StatusPrinter
+from runtime.store import Store
 
 
 @click.command()
@@ -17,8 +17,8 @@ def push(model: str, insecure: bool) -> None:
     The registry is the host part of the name (copy a model to e.g.
     10.0.0.5:5000/team/model:tag first). Goes through the running server, as `ollama push`
     does; with no server, it runs here on OLLAMA_MODELS."""
-    from ..client import connect
-    from ..names import parse_name
+    from runtime.client import connect
+    from runtime.names import parse_name
 
     parse_name(model)   # a bad name fails before any work
     settings = load_settings()
@@ -32,7 +32,7 @@ def push(model: str, insecure: bool) -> None:
             finally:
                 client.close()
             return
-        from ..push import push_model
+        from runtime.push import push_model
 
         push_model(Store(settings.models_dir), model, insecure=insecure, progress=printer)
     finally:

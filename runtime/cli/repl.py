@@ -7,14 +7,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..client import Client
-from ..errors import ImageError, InvalidName, LlmcrateError, ModelNotFound, ServerUnavailable
-from ..format import human_bytes, human_time, table
-from ..options import coerce_parameter
-from .chat import (Json, Session, Spinner, WordWrapper, _err, _out, _request_format, prompt_images,
-                   stats_block, stream_reply)
-from .models import render_show
-from .server import parse_timestamp
+from runtime.cli.chat import (
+    Json,
+    Session,
+    Spinner,
+    WordWrapper,
+    _err,
+    _out,
+    _request_format,
+    prompt_images,
+    stats_block,
+    stream_reply,
+)
+from runtime.cli.models import render_show
+from runtime.cli.server import parse_timestamp
+from runtime.client import Client
+from runtime.errors import (
+    ImageError,
+    InvalidName,
+    LlmcrateError,
+    ModelNotFound,
+    ServerUnavailable,
+)
+from runtime.format import human_bytes, human_time, table
+from runtime.options import coerce_parameter
 
 USAGE = """Available Commands:
   /set            Set session variables

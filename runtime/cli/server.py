@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from ..client import Client
-from ..config import load_settings
-from ..format import human_bytes, human_time, table
-
+from runtime.client import Client
+from runtime.config import load_settings
+from runtime.format import human_bytes, human_time, table
 
 _SERVE_ENV = """\b
 Environment Variables (LLMCRATE_<NAME> overrides OLLAMA_<NAME>):
@@ -35,7 +34,7 @@ Environment Variables (LLMCRATE_<NAME> overrides OLLAMA_<NAME>):
                    "hosts can `pull --insecure HOST:PORT/NS/MODEL:TAG` from this one.")
 def serve(registry: bool) -> None:
     """Start the llmcrate server (Ollama-compatible API at OLLAMA_HOST)."""
-    from ..server_main import serve as serve_forever
+    from runtime.server_main import serve as serve_forever
 
     serve_forever(load_settings(registry=True) if registry else load_settings())
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ..gguf_info import GGUF_MAGIC, read_gguf_info
-from ..prompt import chat_prompt, generate_prompt
+from runtime.gguf_info import GGUF_MAGIC, read_gguf_info
+from runtime.prompt import chat_prompt, generate_prompt
 
 
 @click.group()

@@ -15,11 +15,16 @@ is used: user and assistant texts are concatenated turn by turn and system text 
 """
 from __future__ import annotations
 
-from .gotemplate import GoTemplate
-from .jinja import render_jinja
-from .ollama import (DEFAULT_TEMPLATE, chat_prompt, execute_ollama, filter_think_tags,
-                     generate_prompt)
-from .toolcalls import ToolCallParser, template_tool_tag
+from runtime.prompt.gotemplate import GoTemplate
+from runtime.prompt.jinja import render_jinja
+from runtime.prompt.ollama import (
+           DEFAULT_TEMPLATE,
+           chat_prompt,
+           execute_ollama,
+           filter_think_tags,
+           generate_prompt,
+)
+from runtime.prompt.toolcalls import ToolCallParser, template_tool_tag
 
 __all__ = ["DEFAULT_TEMPLATE", "GoTemplate", "ToolCallParser", "chat_prompt", "execute_ollama",
            "filter_think_tags", "generate_prompt", "render_jinja", "template_tool_tag"]

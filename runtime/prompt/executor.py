@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import TemplateError
-from . import nodes as N
-from .gofmt import GoStruct, type_name, format_v
+from runtime.errors import TemplateError
+from runtime.prompt import nodes as N
+from runtime.prompt.gofmt import GoStruct, format_v, type_name
 
 #: default limits for one execution
 MAX_DEPTH = 200               # nested {{template}} calls (Go allows 100000; Python's stack won't)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import TemplateError
+from runtime.errors import TemplateError
 
 __all__ = ["FAMILIES", "Family", "TemplateChoice", "choose_template", "is_jinja",
            "PROBE_CONVERSATIONS"]
@@ -206,8 +206,8 @@ def renders_alike(go_template: str, jinja: str, *, eos_token: str = "",
                   tools: bool = False) -> bool:
     """True when ``go_template`` renders every probe conversation as ``jinja`` does (with the
     generation prompt; conversations the Jinja rejects are not counted, the first must pass)."""
-    from .jinja import render_jinja
-    from .ollama import execute_ollama
+    from runtime.prompt.jinja import render_jinja
+    from runtime.prompt.ollama import execute_ollama
 
     for n, conv in enumerate(PROBE_CONVERSATIONS):
         msgs = [dict(m) for m in conv]
@@ -237,7 +237,7 @@ def choose_template(jinja: str | None, *, eos_token: str | None = None,
     """
     if not jinja or not jinja.strip():
         return None
-    from .jinja import render_jinja
+    from runtime.prompt.jinja import render_jinja
 
     def render(msgs: list[dict[str, Any]]) -> str:
         return render_jinja(jinja, messages=msgs, add_generation_prompt=True,

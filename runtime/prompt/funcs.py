@@ -10,8 +10,15 @@ import datetime as _dt
 import urllib.parse
 from typing import Any
 
-from .executor import FuncSpec, TemplateArgError, is_true
-from .gofmt import GoStruct, json_marshal, sprint, sprintf, sprintln, type_name
+from runtime.prompt.executor import FuncSpec, TemplateArgError, is_true
+from runtime.prompt.gofmt import (
+    GoStruct,
+    json_marshal,
+    sprint,
+    sprintf,
+    sprintln,
+    type_name,
+)
 
 
 def _short_circuit(*args: Any) -> Any:

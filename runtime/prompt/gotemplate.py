@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TemplateError
-from . import executor
-from . import nodes as N
-from .funcs import ALL_FUNCS
-from .lexer import Source
-from .parser import Parser
+from runtime.errors import TemplateError
+from runtime.prompt import executor
+from runtime.prompt import nodes as N
+from runtime.prompt.funcs import ALL_FUNCS
+from runtime.prompt.lexer import Source
+from runtime.prompt.parser import Parser
 
 
 class GoTemplate:

@@ -35,7 +35,7 @@ from jinja2.filters import do_format as _jinja_format
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
-from ..errors import TemplateError
+from runtime.errors import TemplateError
 
 MAX_OUTPUT = 16 * 1024 * 1024        # characters of output and of any intermediate string
 MAX_RANGE_TOTAL = 1_000_000           # items produced by range() in one render
@@ -259,7 +259,7 @@ def render_jinja(source: str, *, messages: list[dict[str, Any]],
         ctx["enable_thinking"] = bool(think) if not isinstance(think, str) else True
         if isinstance(think, str):
             ctx["reasoning_effort"] = think
-    from .jinja_worker import render_in_worker
+    from runtime.prompt.jinja_worker import render_in_worker
 
     return render_in_worker(source, ctx, deadline_s=DEADLINE_S, max_range=MAX_RANGE_TOTAL)
 

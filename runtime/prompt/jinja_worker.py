@@ -25,7 +25,7 @@ import threading
 import time
 from typing import IO, Any
 
-from ..errors import TemplateError
+from runtime.errors import TemplateError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = MEMORY_LIMIT if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    from .jinja import render_in_process
+    from runtime.prompt.jinja import render_in_process
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr           # nothing else may write into the reply stream

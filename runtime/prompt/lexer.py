@@ -7,14 +7,14 @@ action becomes a list of :class:`Token` ending in ``RDELIM``. Positions are ``li
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 
 # slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
 # host may run 3.9 (RHEL 9, Debian 11)
 _slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass  # novermin
 
-from ..errors import TemplateError
+from runtime.errors import TemplateError
 
 # token kinds
 TEXT = "text"

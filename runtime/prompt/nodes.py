@@ -1,8 +1,8 @@
 """AST of a parsed Go template (mirrors text/template/parse's node kinds)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import sys
+from dataclasses import dataclass, field
 
 # slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
 # host may run 3.9 (RHEL 9, Debian 11)

@@ -22,11 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TemplateError
-from . import nodes as N
-from .gotemplate import GoTemplate
-from .jinja import render_jinja
-from .values import message_from_api, to_template_message, to_template_tools
+from runtime.errors import TemplateError
+from runtime.prompt import nodes as N
+from runtime.prompt.gotemplate import GoTemplate
+from runtime.prompt.jinja import render_jinja
+from runtime.prompt.values import (
+    message_from_api,
+    to_template_message,
+    to_template_tools,
+)
 
 logger = logging.getLogger(__name__)
 

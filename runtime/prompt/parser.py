@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from . import lexer as L
-from . import nodes as N
+from runtime.prompt import lexer as L
+from runtime.prompt import nodes as N
 
 
 class _Marker:

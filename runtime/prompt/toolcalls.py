@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import nodes as N
-from .gotemplate import GoTemplate
+from runtime.prompt import nodes as N
+from runtime.prompt.gotemplate import GoTemplate
 
 _LOOKING, _CALLING, _DONE = 0, 1, 2
 

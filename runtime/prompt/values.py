@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TemplateError
-from .gofmt import GoStruct, json_marshal
+from runtime.errors import TemplateError
+from runtime.prompt.gofmt import GoStruct, json_marshal
 
 
 def _obj(v: Any, what: str) -> dict[str, Any]:

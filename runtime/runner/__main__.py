@@ -2,7 +2,7 @@
 import os
 import sys
 
-from .child import main
+from runtime.runner.child import main
 
 code = main(sys.argv[1:])
 sys.stdout.flush()

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..engine import SamplingOptions, StopMatcher
-from .sampling import Sampler
+from runtime.engine import SamplingOptions, StopMatcher
+from runtime.runner.sampling import Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class BatchLoop:
     def _start_with_images(self, slot: _Slot, req: Request) -> None:
         """Evaluate a prompt with images through the projector, right here (the encoder runs
         between two steps), then sample its first token from the last decode's logits."""
-        from ..errors import LlmcrateError
+        from runtime.errors import LlmcrateError
 
         self.lib.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
         slot.cache.clear()

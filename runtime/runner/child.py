@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..engine import LoadOptions, SamplingOptions, normalize
-from ..errors import EngineError
-from .batching import BatchLoop, Request, fit_prompt
-from .protocol import Channel
-from .sampling import Sampler
+from runtime.engine import LoadOptions, SamplingOptions, normalize
+from runtime.errors import EngineError
+from runtime.runner.batching import BatchLoop, Request, fit_prompt
+from runtime.runner.protocol import Channel
+from runtime.runner.sampling import Sampler
 
 logger = logging.getLogger("runtime.runner")
 
@@ -38,7 +38,7 @@ def import_llama() -> Any:
     """``llama_cpp``, with the ggml backends of the runtime ``start.sh`` chose registered first."""
     lib_dir = os.environ.get("LLAMA_CPP_LIB_PATH")
     if lib_dir:
-        from ..hardware import load_ggml_backends
+        from runtime.hardware import load_ggml_backends
 
         load_ggml_backends(Path(lib_dir))
     try:
@@ -204,7 +204,7 @@ class GenerationRunner(Runner):
         threads = opts.n_threads or default_threads()
         self.vision = None
         if opts.projector_path is not None:
-            from ..vision import VisionContext
+            from runtime.vision import VisionContext
 
             self.vision = VisionContext(opts.projector_path, self.model, n_threads=threads,
                                         use_gpu=self.gpu)
@@ -246,8 +246,8 @@ class GenerationRunner(Runner):
 
     def _image_parts(self, prompt: Any, images: list[Any]) -> list[Any]:
         """The prompt split at its ``[img-N]`` tags into text and image bytes (checked)."""
-        from ..errors import ImageError
-        from ..vision import check_image, decode_base64_image, split_image_tags
+        from runtime.errors import ImageError
+        from runtime.vision import check_image, decode_base64_image, split_image_tags
 
         if self.vision is None:
             raise _BadRequest("this model has no projector: it does not support vision")

@@ -24,9 +24,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Sequence
 
-from ..engine import Chunk, LoadOptions
-from ..errors import EngineError
-from .protocol import Channel, ProtocolError
+from runtime.engine import Chunk, LoadOptions
+from runtime.errors import EngineError
+from runtime.runner.protocol import Channel, ProtocolError
 
 logger = logging.getLogger(__name__)
 

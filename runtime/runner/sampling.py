@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..engine import SamplingOptions
-from ..errors import EngineError
+from runtime.engine import SamplingOptions
+from runtime.errors import EngineError
 
 
 class Sampler:

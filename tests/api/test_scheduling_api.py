@@ -14,7 +14,11 @@ import httpx
 import ollama
 import pytest
 
-from tests.api.conftest import CHATML_TOOLS_TEMPLATE, build_tiny_store, runner_cancellations
+from tests.api.conftest import (
+    CHATML_TOOLS_TEMPLATE,
+    build_tiny_store,
+    runner_cancellations,
+)
 from tests.conftest import make_tiny_model
 
 TINY = "tiny"

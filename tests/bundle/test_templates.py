@@ -13,7 +13,13 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from bundler.pack import BundledModel, _envquote, render_templates, template_context, template_env
+from bundler.pack import (
+    BundledModel,
+    _envquote,
+    render_templates,
+    template_context,
+    template_env,
+)
 from bundler.spec import parse_spec
 from runtime.store import MEDIA_CONFIG, MEDIA_MODEL, Layer, Manifest
 from runtime.verify import substitute

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.conftest import LiveServer
 from runtime.client import Client
 from runtime.config import load_settings
 from runtime.errors import ModelNotFound, ServerError
 from runtime.modelfile import parse_modelfile
-
-from .conftest import LiveServer
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli.conftest import LiveServer
 from runtime.store import Store
-
-from .conftest import LiveServer
 
 
 def _cli(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

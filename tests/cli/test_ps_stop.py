@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import LLMCRATE, LiveServer
+from cli.conftest import LLMCRATE, LiveServer
 
 
 def _llmcrate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import httpx
 
-from .conftest import LLMCRATE, LiveServer, Terminal
+from cli.conftest import LLMCRATE, LiveServer, Terminal
 
 Start = Callable[..., Terminal]
 

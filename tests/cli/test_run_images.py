@@ -11,11 +11,10 @@ from typing import Callable
 import httpx
 import pytest
 
+from cli.conftest import LLMCRATE, LiveServer, Terminal
 from runtime.cli.images import extract_images
 from runtime.errors import ImageError
 from tests.vision.pictures import png, webp_header
-
-from .conftest import LLMCRATE, LiveServer, Terminal
 
 Start = Callable[..., Terminal]
 # The server answers this until the engine runner evaluates images (runtime.vision); the

@@ -178,8 +178,8 @@ def test_read_only_models_dir_over_the_api_is_500_without_paths(read_only_store)
     import httpx
 
     from runtime.api import create_app  # noqa: F401  (the live server below serves it)
-    from tests.api.conftest import LiveServer
     from runtime.config import HostAddr, load_settings
+    from tests.api.conftest import LiveServer
 
     srv = LiveServer(load_settings(models_dir=read_only_store.root,
                                    host=HostAddr(host="127.0.0.1", port=0)), read_only_store)

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from .hf import FakeHub
-from .registry import FakeModel, FakeRegistry, RequestRecord
+from fakes.hf import FakeHub
+from fakes.registry import FakeModel, FakeRegistry, RequestRecord
 
 __all__ = ["FakeHub", "FakeModel", "FakeRegistry", "RequestRecord"]

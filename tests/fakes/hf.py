@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._http import Faults, Handler, RequestRecord, Server
+from fakes._http import Faults, Handler, RequestRecord, Server
 
 __all__ = ["FakeHub", "HubRepo"]
 

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._http import Faults, Handler, RequestRecord, Server
+from fakes._http import Faults, Handler, RequestRecord, Server
 
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"

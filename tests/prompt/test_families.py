@@ -8,7 +8,12 @@ import pytest
 
 from runtime.errors import TemplateError
 from runtime.prompt import execute_ollama, render_jinja
-from runtime.prompt.families import FAMILIES, PROBE_CONVERSATIONS, choose_template, is_jinja
+from runtime.prompt.families import (
+    FAMILIES,
+    PROBE_CONVERSATIONS,
+    choose_template,
+    is_jinja,
+)
 
 make_tiny_model = sys.modules["make_tiny_model"]
 

@@ -14,8 +14,14 @@ from bundler.huggingface import choose_projector, pull_hf, quant_of
 from runtime.cli import main
 from runtime.errors import AuthError, DigestMismatch, ModelNotFound, RegistryError
 from runtime.prompt import execute_ollama, render_jinja
-from runtime.store import (MEDIA_LICENSE, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_PROJECTOR,
-                           MEDIA_TEMPLATE, Store)
+from runtime.store import (
+    MEDIA_LICENSE,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_TEMPLATE,
+    Store,
+)
 from tests.fakes import FakeHub
 
 make_tiny_model = sys.modules["make_tiny_model"]
@@ -241,8 +247,8 @@ def test_unmapped_template_writes_no_template_layer(store, tmp_path, monkeypatch
     assert MEDIA_TEMPLATE not in layers
     assert json.loads(layers[MEDIA_PARAMS]) == {"stop": ["<|im_end|>"]}
 
-    from runtime.model import load_model_info
     from runtime.gguf_info import read_gguf_info
+    from runtime.model import load_model_info
     from runtime.prompt import chat_prompt
 
     info = load_model_info(store, "hf.co/someone/Odd-GGUF")

@@ -12,8 +12,16 @@ from runtime.errors import GGUFError, ModelfileError, ModelNotFound
 from runtime.model import load_model_info
 from runtime.modelfile import parse_modelfile
 from runtime.show import list_models_json, show_model
-from runtime.store import (MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS,
-                           MEDIA_SYSTEM, MEDIA_TEMPLATE, Store)
+from runtime.store import (
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Store,
+)
 
 
 def _create(store: Store, name: str, text: str, base: Path):

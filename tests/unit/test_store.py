@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
-from runtime.store import MEDIA_CONFIG, MEDIA_MODEL, MEDIA_TEMPLATE, Layer, Manifest, Store
+from runtime.store import (
+    MEDIA_CONFIG,
+    MEDIA_MODEL,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    Store,
+)
 
 
 def _blob(root: Path, data: bytes, *, old_style: bool = False) -> str:

@@ -9,9 +9,8 @@ import pytest
 
 from runtime.api.errors import ApiError
 from runtime.api.images import decode_images, message_images, openai_content
-
-from .conftest import VISION
-from .pictures import png, webp_header
+from vision.conftest import VISION
+from vision.pictures import png, webp_header
 
 
 def b64(data: bytes) -> str:

@@ -8,10 +8,17 @@ import struct
 import pytest
 
 from runtime.errors import ImageError
-from runtime.vision import (MAX_IMAGE_BYTES, MTMD_MARKER, check_image, decode_base64_image,
-                            parse_data_uri, sniff_image, split_image_tags, to_mtmd_prompt)
-
-from .pictures import bmp, gif_header, jpeg_header, png, webp_header
+from runtime.vision import (
+    MAX_IMAGE_BYTES,
+    MTMD_MARKER,
+    check_image,
+    decode_base64_image,
+    parse_data_uri,
+    sniff_image,
+    split_image_tags,
+    to_mtmd_prompt,
+)
+from vision.pictures import bmp, gif_header, jpeg_header, png, webp_header
 
 
 def b64(data: bytes) -> str:

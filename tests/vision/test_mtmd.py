@@ -11,8 +11,7 @@ import pytest
 
 from runtime.errors import EngineError, ImageError
 from runtime.vision import MTMD_MARKER, VisionContext, split_image_tags
-
-from .pictures import bmp, png
+from vision.pictures import bmp, png
 
 llama_cpp = pytest.importorskip("llama_cpp")
 

@@ -17,8 +17,7 @@ from runtime.model import load_model_info
 from runtime.modelfile import parse_modelfile
 from runtime.show import show_model
 from runtime.store import MEDIA_MODEL, MEDIA_PROJECTOR, Store
-
-from .conftest import VISION
+from vision.conftest import VISION
 
 
 @pytest.fixture

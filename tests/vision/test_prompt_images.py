@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.api.prompting import (build_chat_prompt, build_generate_prompt, chat_images,
-                                   generate_images)
+from runtime.api.prompting import (
+    build_chat_prompt,
+    build_generate_prompt,
+    chat_images,
+    generate_images,
+)
 from runtime.model import ModelInfo
 from runtime.names import parse_name
 from runtime.vision import split_image_tags

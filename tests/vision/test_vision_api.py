@@ -5,9 +5,8 @@ import base64
 
 import pytest
 
-from .conftest import VISION
-from .pictures import png, webp_header
-
+from vision.conftest import VISION
+from vision.pictures import png, webp_header
 
 
 def b64(data: bytes) -> str:

@@ -20,10 +20,9 @@ from typing import Iterator
 import pytest
 import yaml
 
+from bundle.conftest import Built
 from bundler.pack import build_bundle
 from bundler.spec import load_spec
-
-from ..conftest import Built
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 HOSTS = ("h1", "h2", "h3")

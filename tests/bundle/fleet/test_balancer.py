@@ -17,11 +17,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from bundle.fleet.conftest import HAPROXY, free_port, wait_port
 from bundler.balancer import Backend, render_haproxy
 from runtime.cli import main
 from tests.api.conftest import build_tiny_store
-
-from .conftest import HAPROXY, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "bundle" / "golden" / "haproxy.cfg"

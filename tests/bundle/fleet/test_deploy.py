@@ -19,10 +19,9 @@ import ollama
 import pytest
 import yaml
 
+from bundle.fleet.conftest import Fleet, free_port
 from bundler.balancer import balancer_config
 from bundler.deploy import DeployResult, HostReport, deploy
-
-from .conftest import Fleet, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -12,11 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from bundle.conftest import Built
 from bundler.deploy import PLAYBOOK_FILES, bundle_facts
 from runtime.cli import main
 from runtime.errors import BundleError
-
-from ..conftest import Built
 
 
 def test_emit_writes_a_playbook_ansible_accepts(tmp_path: Path, built: Built) -> None:

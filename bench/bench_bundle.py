@@ -32,7 +32,8 @@ LLMCRATE = [sys.executable, "-c", "from runtime.cli import main; main(prog_name=
 def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one command (GNU time reports the RSS)."""
     t0 = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, cwd=cwd, capture_output=True, text=True,
+                       check=False)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
@@ -107,7 +108,8 @@ def main() -> None:
     (work / "plain.tar").unlink()
     subprocess.run(["sync"], check=True)
     # the build fsyncs its output before renaming it into place; so does this tar
-    t_tar_sync, _ = timed(["sh", "-c", f'tar -cf {work / "plain.tar"} -C {extracted} big-1 && sync {work / "plain.tar"}'])
+    plain = work / "plain.tar"
+    t_tar_sync, _ = timed(["sh", "-c", f"tar -cf {plain} -C {extracted} big-1 && sync {plain}"])
     rows += [("build: llmcrate bundle build", t_build, f"peak RSS {rss_build / 1024:.0f} MiB "
               f"(tiny model: {rss_tiny / 1024:.0f} MiB); hashes + fsync"),
              ("build: bundle build --trust-store", t_trust, f"peak RSS {rss_trust / 1024:.0f} MiB; "

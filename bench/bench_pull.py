@@ -49,7 +49,7 @@ def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
     """(seconds, exit code, peak RSS in MiB) of a child process (RSS from GNU time)."""
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "maxrss=%M", *cmd], env=env, cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     elapsed = time.perf_counter() - t0
     lines = proc.stderr.strip().splitlines()
     rss = int(lines[-1].split("=")[1]) // 1024 if lines and lines[-1].startswith("maxrss=") else -1

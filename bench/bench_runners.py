@@ -346,7 +346,7 @@ def cold_start(model: Path, args: argparse.Namespace) -> None:
         for name, tree in trees:
             c = Llmcrate(name, tree, model, args, work / "cold", warm=False)
             with ThreadPoolExecutor(4) as pool:
-                ttfts = sorted(pool.map(lambda i: c.run(f"{i}. {PROMPTS[i]}", 8)["ttft"], range(4)))
+                ttfts = sorted(pool.map(lambda i, c=c: c.run(f"{i}. {PROMPTS[i]}", 8)["ttft"], range(4)))
             c.close()
             print(f"| {name} | {ttfts[0]:.2f} s | {ttfts[-1]:.2f} s |")
 

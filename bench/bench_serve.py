@@ -9,10 +9,11 @@ num_batch, num_thread and sampler settings) and the same prompts, which differ p
 run reuses another's KV cache. Both sides are timed from the caller: time to first token (TTFT)
 and decode tokens/s (tokens after the first / time after the first). Direct and served runs
 alternate so background load hits both alike. Then aggregate tokens/s (all tokens / wall time,
-best of three) with 1, 2 and 4 concurrent clients (OLLAMA_NUM_PARALLEL=4), and the server's RSS idle, with the model loaded,
-and after the runs (RSS and PSS). Last, the per-request overhead: TTFT of a 16-token request on
-a ~1 MB model, where generation takes about a millisecond. Prints a markdown block for docs/benchmarks.md. On a shared
-machine the median moves with other load; the best run is the closer estimate of each path's cost.
+best of three) with 1, 2 and 4 concurrent clients (OLLAMA_NUM_PARALLEL=4), and the server's
+RSS idle, with the model loaded, and after the runs (RSS and PSS). Last, the per-request overhead:
+TTFT of a 16-token request on a ~1 MB model, where generation takes about a millisecond. Prints a
+markdown block for docs/benchmarks.md. On a shared machine the median moves with other load; the
+best run is the closer estimate of each path's cost.
 """
 from __future__ import annotations
 
@@ -139,10 +140,10 @@ def served_run(url: str, prompt: str, opts: dict[str, Any], *, model: str = MODE
 
 
 def direct_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
-    return dict(max_tokens=opts["num_predict"], temperature=opts["temperature"], seed=opts["seed"],
-                top_k=opts["top_k"], top_p=opts["top_p"], min_p=opts["min_p"], typical_p=opts["typical_p"],
-                repeat_penalty=opts["repeat_penalty"], presence_penalty=opts["presence_penalty"],
-                frequency_penalty=opts["frequency_penalty"])
+    return {"max_tokens": opts["num_predict"], "temperature": opts["temperature"], "seed": opts["seed"],
+                "top_k": opts["top_k"], "top_p": opts["top_p"], "min_p": opts["min_p"], "typical_p": opts["typical_p"],
+                "repeat_penalty": opts["repeat_penalty"], "presence_penalty": opts["presence_penalty"],
+                "frequency_penalty": opts["frequency_penalty"]}
 
 
 def direct_run(llm: Any, prompt: str, opts: dict[str, Any]) -> dict[str, Any]:

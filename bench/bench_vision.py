@@ -74,7 +74,7 @@ def direct(model_path: Path, mmproj: Path, image: bytes, runs: int, threads: int
 
     from runtime.vision import VisionContext, split_image_tags
 
-    global _quiet
+    global _quiet  # noqa: PLW0603
     _quiet = _quiet_callback()       # kept alive: llama.cpp calls it from C
     llama_cpp.llama_log_set(_quiet, None)
     llama_cpp.llama_backend_init()

@@ -34,7 +34,7 @@ def llama_server() -> Path:
                             ":all:", "-d", tmp, f"llama-cpp-python=={ver}"], check=True)
             [sdist] = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             with tarfile.open(sdist) as tf:
-                tf.extractall(tmp)      # noqa: S202 - the package index's own sdist
+                tf.extractall(tmp)
             [top] = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if src.exists():
                 shutil.rmtree(src)

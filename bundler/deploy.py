@@ -22,10 +22,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import yaml
 
@@ -291,7 +292,8 @@ def deploy(bundle: Path, *, inventory: Path, serial: str | int | None = None,
 
 def _play_hosts(base: list[str], env: Mapping[str, str]) -> list[str]:
     """The hosts the play targets, in inventory order (``ansible-playbook --list-hosts``)."""
-    r = subprocess.run(base + ["--list-hosts"], env=dict(env), capture_output=True, text=True)
+    r = subprocess.run([*base, "--list-hosts"], env=dict(env), capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         msg = " ".join((r.stderr or r.stdout).split())[-400:]
         raise DeployError(f"ansible-playbook cannot read the inventory or playbook: {msg}")
@@ -347,7 +349,7 @@ def inventory_hosts(inventory: Path, *, limit: str | None = None) -> list[Invent
     cmd = [ansible_tool("ansible-inventory"), "-i", str(inventory), "--list"]
     if limit:
         cmd += ["--limit", limit]
-    r = subprocess.run(cmd, capture_output=True, text=True,
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False,
                        env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
     if r.returncode != 0:
         raise DeployError(f"ansible-inventory cannot read {inventory}: "

@@ -26,9 +26,10 @@ import datetime as _dt
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -307,29 +308,29 @@ def parse_spec(data: Any, *, base_dir: Path, source: str = "spec",
                         index_url=ctx.string(w["index_url"], "wheels.index_url") if "index_url" in w else None,
                         find_links=find_links,
                         offline=ctx.boolean(w.get("offline", False), "wheels.offline"))
-    s = ctx.mapping(top.get("service"), "service", {"host", "keep_alive", "num_parallel",
+    svc = ctx.mapping(top.get("service"), "service", {"host", "keep_alive", "num_parallel",
                                                      "max_loaded_models", "context_length", "env"})
-    host = ctx.string(s.get("host", "0.0.0.0:11434"), "service.host")
+    host = ctx.string(svc.get("host", "0.0.0.0:11434"), "service.host")
     try:
         parse_host(host)
     except ConfigError as e:
         raise ctx.err("service.host", str(e)) from None
-    keep_alive = ctx.string(s.get("keep_alive", "5m"), "service.keep_alive")
+    keep_alive = ctx.string(svc.get("keep_alive", "5m"), "service.keep_alive")
     try:
         parse_duration(keep_alive)
     except ConfigError as e:
         raise ctx.err("service.keep_alive", str(e)) from None
-    senv = ctx.mapping(s.get("env"), "service.env", set(s.get("env") or {}))
+    senv = ctx.mapping(svc.get("env"), "service.env", set(svc.get("env") or {}))
     clean_env = {}
     for k, v in senv.items():
         if not isinstance(k, str) or not re.match(r"^[A-Z_][A-Z0-9_]*$", k):
             raise ctx.err(f"service.env.{k}", "variable names are upper-case letters, digits and _")
         clean_env[k] = ctx.string(v, f"service.env.{k}")
     service = ServiceSpec(host=host, keep_alive=keep_alive,
-                          num_parallel=ctx.integer(s.get("num_parallel", 1), "service.num_parallel"),
-                          max_loaded_models=ctx.integer(s.get("max_loaded_models", 1),
+                          num_parallel=ctx.integer(svc.get("num_parallel", 1), "service.num_parallel"),
+                          max_loaded_models=ctx.integer(svc.get("max_loaded_models", 1),
                                                         "service.max_loaded_models"),
-                          context_length=ctx.integer(s.get("context_length", 4096),
+                          context_length=ctx.integer(svc.get("context_length", 4096),
                                                      "service.context_length", 16),
                           env=dict(sorted(clean_env.items())))
     return BundleSpec(name=name, version=version, models=models, runtimes=runtimes, python=tuple(pys),

@@ -24,9 +24,10 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 from bundler.spec import BundleSpec, RuntimeSpec
 from runtime.errors import BundleError
@@ -36,9 +37,9 @@ try:  # packaging ships with pip; the online host always has pip
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 except ImportError:  # pragma: no cover
-    from pip._vendor.packaging.markers import default_environment  # type: ignore[no-redef]
-    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
-    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,12 @@ def write_wheel(path: Path, files: Iterable[tuple[str, bytes, int]], *, dist_inf
 
 
 def _load_toml(path: Path) -> dict:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python < 3.11
-        from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+    else:
+        from pip._vendor import tomli as tomllib
     with open(path, "rb") as fh:
-        return tomllib.load(fh)  # type: ignore[no-any-return]
+        return tomllib.load(fh)
 
 
 def build_llmcrate_wheel(out_dir: Path, *, epoch: int, repo: Path = REPO) -> Path:
@@ -178,7 +179,7 @@ def repack_installed(dist_name: str, out_dir: Path, *, epoch: int) -> Path:
     filename = f"{name}-{version}-{_compress_tags(tags)}.whl"
     # Deflating a large package takes seconds: keep repacked wheels, keyed by what was installed.
     key = hashlib.sha256("\0".join([filename, str(epoch), dist.read_text("RECORD") or "", wheel_meta,
-                                     str(Path(dist.locate_file("")).resolve())]).encode()).hexdigest()[:20]
+                                     str(Path(str(dist.locate_file(""))).resolve())]).encode()).hexdigest()[:20]
     cached = cache_dir() / "repacked" / key / filename
     if cached.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +211,7 @@ def repack_installed(dist_name: str, out_dir: Path, *, epoch: int) -> Path:
 
 def _compress_tags(tags: list[str]) -> str:
     parts = [t.split("-") for t in tags]
-    return "-".join(".".join(sorted({p[i] for p in parts}, key=lambda x: [q[i] for q in parts].index(x)))
+    return "-".join(".".join(sorted({p[i] for p in parts}, key=[q[i] for q in parts].index))
                     for i in range(3))
 
 
@@ -224,7 +225,7 @@ def requires_of_wheel(wheel: Path) -> list[str]:
 
 def installed_closure(requirements: Iterable[str], *, exclude: Iterable[str] = ()) -> list[str]:
     """Distribution names this interpreter has installed for ``requirements`` and their dependencies."""
-    env = default_environment()
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     todo = [Requirement(r) for r in requirements]
     skip = {canonicalize_name(x) for x in exclude}
     seen: dict[str, None] = {}
@@ -254,7 +255,7 @@ def installed_closure(requirements: Iterable[str], *, exclude: Iterable[str] = (
 def _pip(args: list[str], *, env: dict[str, str] | None = None) -> str:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     logger.info("running %s", " ".join(cmd))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-6:])
         raise BundleError(f"pip {args[0]} failed:\n{tail}")
@@ -400,7 +401,7 @@ def runtime_libs(rt: RuntimeSpec, wheel: Path | None) -> list[LibFile]:
         backends = pkg.parent / "bin"
         if backends.is_dir():
             found += sorted(backends.glob("libggml-*.so"))
-        libs = [LibFile(p.name, p.stat().st_size, lambda p=p: open(p, "rb"))  # type: ignore[misc]
+        libs = [LibFile(p.name, p.stat().st_size, lambda p=p: open(p, "rb"))  # type: ignore[misc]  # noqa: SIM115 (LibFile opens lazily; its reader closes)
                 for p in found]
     names = {f.name for f in libs}
     if "libllama.so" not in names:
@@ -484,7 +485,8 @@ def build_wheelhouse(spec: BundleSpec, work: Path) -> Wheelhouse:
                           "use a py3-none wheel (llama-cpp-python's own builds are) or a source build")
     deps = [r for r in requires_of_wheel(own) if canonicalize_name(Requirement(r).name) != "llama-cpp-python"
             and not (Requirement(r).marker and "extra" in str(Requirement(r).marker))]
-    deps += [r for r in requires_of_wheel(llama) if not (Requirement(r).marker and "extra" in str(Requirement(r).marker))]
+    deps += [r for r in requires_of_wheel(llama)
+             if not (Requirement(r).marker and "extra" in str(Requirement(r).marker))]
     wheels: set[Path] = {own, llama}
     pip_for: dict[str, str] = {}
     if spec.wheels.source == "installed":
@@ -501,7 +503,7 @@ def build_wheelhouse(spec: BundleSpec, work: Path) -> Wheelhouse:
         if w.name in by_name and by_name[w.name] != w:
             continue
         by_name[w.name] = w
-    pips = sorted((w for w in by_name.values() if dist_of(w) == "pip"), key=lambda w: _version_key(w))
+    pips = sorted((w for w in by_name.values() if dist_of(w) == "pip"), key=_version_key)
     for py in spec.python:
         ok = [w for w in pips if _requires_python_ok(w, py)]
         if not ok:
@@ -532,7 +534,7 @@ def _requires_python_ok(wheel: Path, python: str) -> bool:
     try:
         from packaging.specifiers import SpecifierSet
     except ImportError:  # pragma: no cover
-        from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[no-redef]
+        from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[assignment]
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         for ln in zf.read(meta).decode().splitlines():

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from runtime.errors import ConfigError
 
@@ -206,22 +206,22 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     origins = tuple(o.strip() for o in (_get(env, "ORIGINS") or "").split(",") if o.strip())
     keep_alive_raw = _get(env, "KEEP_ALIVE")
     max_loaded = _int(env, "MAX_LOADED_MODELS", 0) or 3
-    values: dict[str, object] = dict(
-        host=parse_host(_get(env, "HOST")),
-        models_dir=Path(models).expanduser() if models else default_models_dir(env),
-        keep_alive=parse_duration(keep_alive_raw, key="OLLAMA_KEEP_ALIVE") if keep_alive_raw else 300.0,
-        num_parallel=_int(env, "NUM_PARALLEL", 0) or 1,
-        max_queue=_int(env, "MAX_QUEUE", 512),
-        max_loaded_models=max_loaded,
-        origins=origins,
-        debug=_bool(env, "DEBUG"),
-        context_length=_int(env, "CONTEXT_LENGTH", 4096),
-        runtime=_get(env, "RUNTIME"),
-        load_timeout=parse_duration(_get(env, "LOAD_TIMEOUT") or "5m", key="OLLAMA_LOAD_TIMEOUT"),
-        noprune=_bool(env, "NOPRUNE"),
-        num_thread=_int(env, "NUM_THREAD", 0),
-        flash_attention=_bool(env, "FLASH_ATTENTION"),
-        registry=_bool(env, "REGISTRY"),
-    )
+    values: dict[str, object] = {
+        "host": parse_host(_get(env, "HOST")),
+        "models_dir": Path(models).expanduser() if models else default_models_dir(env),
+        "keep_alive": parse_duration(keep_alive_raw, key="OLLAMA_KEEP_ALIVE") if keep_alive_raw else 300.0,
+        "num_parallel": _int(env, "NUM_PARALLEL", 0) or 1,
+        "max_queue": _int(env, "MAX_QUEUE", 512),
+        "max_loaded_models": max_loaded,
+        "origins": origins,
+        "debug": _bool(env, "DEBUG"),
+        "context_length": _int(env, "CONTEXT_LENGTH", 4096),
+        "runtime": _get(env, "RUNTIME"),
+        "load_timeout": parse_duration(_get(env, "LOAD_TIMEOUT") or "5m", key="OLLAMA_LOAD_TIMEOUT"),
+        "noprune": _bool(env, "NOPRUNE"),
+        "num_thread": _int(env, "NUM_THREAD", 0),
+        "flash_attention": _bool(env, "FLASH_ATTENTION"),
+        "registry": _bool(env, "REGISTRY"),
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

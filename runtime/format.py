@@ -8,7 +8,7 @@ import time
 
 def human_bytes(b: int) -> str:
     """``4.7 GB``, ``397 MB``, ``440 KB``, ``12 B`` (decimal units, as ``ollama list``)."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):  # noqa: B007 (used after break)
         if b >= size:
             value = b / size
             break
@@ -32,7 +32,7 @@ def human_duration(seconds: float) -> str:
         return "About a minute"
     if minutes < 60:
         return f"{minutes} minutes"
-    hours = int(round(seconds / 3600))
+    hours = round(seconds / 3600)
     if hours == 1:
         return "About an hour"
     if hours < 48:
@@ -82,7 +82,7 @@ def rfc3339_nano(when: float | int | _dt.datetime, *, ns: bool = False) -> str:
     elif ns:
         total = int(when)
     else:
-        total = int(round(when * 1_000_000)) * 1000   # a float holds microseconds, not more
+        total = round(when * 1_000_000) * 1000   # a float holds microseconds, not more
     secs, frac_ns = divmod(total, 1_000_000_000)
     local = _dt.datetime.fromtimestamp(secs).astimezone()
     offset = local.utcoffset() or _dt.timedelta(0)

@@ -44,7 +44,7 @@ class HeaderError(ValueError):
     """The bytes are not a well-formed GGUF header (the caller wraps it in GGUFError)."""
 
 
-class SkippedArray(list):  # type: ignore[type-arg]
+class SkippedArray(list):
     """An array that was not decoded: empty (JSON ``[]``), with its real ``length``."""
 
     def __init__(self, length: int, item_type: int, offset: int) -> None:

@@ -21,9 +21,9 @@ import shutil
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +137,21 @@ def cpu_flags(host: Host) -> set[str]:
     return set(m.group(1).split()) if m else set()
 
 
+def _strings(value: object) -> list[str]:
+    """A JSON list of names from bundle.json or a probe, as strings (anything else: none)."""
+    return [str(x) for x in value] if isinstance(value, (list, tuple)) else []
+
+
+def _dicts(value: object) -> list[Mapping[str, object]]:
+    return [x for x in value if isinstance(x, Mapping)] if isinstance(value, (list, tuple)) else []
+
+
 class CpuBackend(Backend):
     family = "cpu"
 
     def probe(self, host: Host, *, runtime: Mapping[str, object] | None = None) -> Probe:
         flags = cpu_flags(host)
-        need = [str(f) for f in (runtime or {}).get("cpu_flags", []) or []]  # type: ignore[union-attr]
+        need = _strings((runtime or {}).get("cpu_flags"))
         missing = [f for f in need if f not in flags]
         if flags and missing:
             return Probe(False, f"CPU lacks {', '.join(missing)}", {"flags": sorted(flags)})
@@ -172,7 +181,7 @@ class CudaBackend(Backend):
             have = _version_tuple(str(smi.get("cuda", "")))
             if have and have[:1] < major:
                 return Probe(False, f"driver supports CUDA {smi['cuda']}, runtime needs {cuda_needed}", smi)
-        names = ", ".join(str(g["name"]) for g in smi["gpus"])  # type: ignore[union-attr, index]
+        names = ", ".join(str(g.get("name")) for g in _dicts(smi.get("gpus")))
         return Probe(True, f"NVIDIA {names} (driver {smi['driver']}, CUDA {smi.get('cuda') or '?'})", smi)
 
 
@@ -185,7 +194,7 @@ class RocmBackend(Backend):
         targets = rocm_gfx_targets(host)
         if not targets:
             return Probe(False, "/dev/kfd present but no AMD GPU in /sys/class/kfd")
-        supported = [str(t) for t in (runtime or {}).get("gfx", []) or []]  # type: ignore[union-attr]
+        supported = _strings((runtime or {}).get("gfx"))
         usable = [t for t in targets if not supported or t in supported]
         if not usable:
             return Probe(False, f"GPU {', '.join(targets)} not among the runtime's targets "
@@ -200,7 +209,8 @@ def get_backend(family: str) -> Backend:
         raise ValueError(f"unknown runtime family {family!r} (known: {', '.join(BACKENDS)})")
     module, attr = target.split(":")
     cls = getattr(importlib.import_module(module), attr)
-    return cls()  # type: ignore[no-any-return]
+    backend: Backend = cls()
+    return backend
 
 
 def family_of(runtime_name: str) -> str:
@@ -253,7 +263,8 @@ def _load_check(lib_dir: Path, python: str) -> str | None:
             "import llama_cpp\n"
             "sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 3)")
     try:
-        r = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
     except (OSError, subprocess.SubprocessError) as e:
         return str(e)
     if r.returncode == 3:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from runtime.errors import ModelfileError
 from runtime.options import (

@@ -133,7 +133,7 @@ Reference = Union[ModelName, HFFileRef, LocalPath]
 
 
 def _show_char(ch: str) -> str:
-    if ch.isprintable() and not ch.isspace() or ch == " ":
+    if (ch.isprintable() and not ch.isspace()) or ch == " ":
         return f'"{ch}"'
     name = unicodedata.name(ch, "")
     escaped = ch.encode("unicode_escape").decode("ascii")

@@ -54,7 +54,7 @@ def capabilities(info: ModelInfo, kv: dict[str, Any] | None) -> list[str]:
     caps: list[str] = []
     arch = (kv or {}).get("general.architecture", "")
     text, go = template_text(info, kv)
-    is_embedding = bool(kv) and f"{arch}.pooling_type" in kv and not info.template
+    is_embedding = kv is not None and f"{arch}.pooling_type" in kv and not info.template
     caps.append("embedding" if is_embedding else "completion")
     tmpl = text or ""
     if (".Tools" in tmpl) if go else ("tools" in tmpl):
@@ -135,7 +135,7 @@ def list_models_json(store: Store) -> list[dict[str, Any]]:
     for e in store.list_models():
         try:
             cfg = json.loads(store.read_blob(e.manifest.config.digest))
-        except Exception:  # a missing or corrupt config still lists the model
+        except Exception:  # noqa: BLE001 (a missing or corrupt config still lists the model)
             cfg = {}
         out.append(tags_item(e.name, e.manifest, details_of(cfg if isinstance(cfg, dict) else {}),
                              e.modified, e.size))

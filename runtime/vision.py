@@ -31,9 +31,10 @@ import ctypes
 import logging
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 from runtime.errors import EngineError, ImageError
 
@@ -395,7 +396,7 @@ _log_callback: Any = None
 
 def _route_logs(mtmd: Any) -> None:
     """mtmd logs every encode at INFO on stderr; send it to this module's logger instead."""
-    global _log_callback
+    global _log_callback  # noqa: PLW0603 (llama.cpp's log hook is process-wide)
     if _log_callback is not None:
         return
     import llama_cpp

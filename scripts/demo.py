@@ -71,7 +71,7 @@ def run(cmd: list[str], *, env: dict[str, str], title: str) -> None:
 def netns() -> list[str]:
     for cmd in (["unshare", "-n"], ["unshare", "-rn"]):
         if shutil.which(cmd[0]) and subprocess.run([*cmd, "true"],
-                                                   capture_output=True).returncode == 0:
+                                                   capture_output=True, check=False).returncode == 0:
             return cmd
     print("note: cannot create a network namespace here; installing with the network up",
           file=sys.stderr)
@@ -114,7 +114,7 @@ def main() -> int:
                if not k.startswith(("OLLAMA_", "LLMCRATE_", "PYTHON", "VIRTUAL_ENV"))}
     off_env.update(PATH=f"{base_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    BUNDLE=str(bundle), PREFIX=str(prefix), WORK=str(work), PORT=str(a.port))
-    r = subprocess.run([*ns, "sh", "-c", OFFLINE], env=off_env)
+    r = subprocess.run([*ns, "sh", "-c", OFFLINE], env=off_env, check=False)
     if r.returncode != 0:
         print(f"\ndemo failed; logs in {work} (install.log, serve.log)", file=sys.stderr)
         return 1

@@ -42,8 +42,16 @@ class _Continue(Exception):
 
 
 class State:
-    __slots__ = ("out", "size", "vars", "steps", "depth", "max_steps", "max_output",
-                 "max_depth")
+    __slots__ = (
+        "depth",
+        "max_depth",
+        "max_output",
+        "max_steps",
+        "out",
+        "size",
+        "steps",
+        "vars",
+    )
 
     def __init__(self, root: Any, max_steps: int, max_output: int, max_depth: int) -> None:
         self.out: list[str] = []

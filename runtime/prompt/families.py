@@ -22,8 +22,14 @@ from typing import Any, Callable
 
 from runtime.errors import TemplateError
 
-__all__ = ["FAMILIES", "Family", "TemplateChoice", "choose_template", "is_jinja",
-           "PROBE_CONVERSATIONS"]
+__all__ = [
+    "FAMILIES",
+    "PROBE_CONVERSATIONS",
+    "Family",
+    "TemplateChoice",
+    "choose_template",
+    "is_jinja",
+]
 
 logger = logging.getLogger(__name__)
 

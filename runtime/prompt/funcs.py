@@ -221,9 +221,7 @@ def _js(*args: Any) -> str:
         e = _JS.get(ch)
         if e is not None:
             out.append(e)
-        elif ch < " ":
-            out.append(f"\\u{ord(ch):04X}")
-        elif ord(ch) >= 0x80 and not ch.isprintable():
+        elif ch < " " or (ord(ch) >= 0x80 and not ch.isprintable()):
             out.append(f"\\u{ord(ch):04X}")
         else:
             out.append(ch)

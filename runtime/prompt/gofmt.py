@@ -316,7 +316,7 @@ def sprintf(fmt: str, args: list[Any], *, max_width: int = 1 << 24) -> str:
 
 
 class _Spec:
-    __slots__ = ("flags", "width", "prec")
+    __slots__ = ("flags", "prec", "width")
 
     def __init__(self, flags: str, width: int | None, prec: int | None) -> None:
         self.flags = flags

@@ -103,9 +103,8 @@ class _BoundedEnv(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, (int, float)) and abs(right) > 1024:
-                raise TemplateError("chat template: exponent too large")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 1024:
+            raise TemplateError("chat template: exponent too large")
         if operator == "*":
             for a, b in ((left, right), (right, left)):
                 if isinstance(a, (str, list, tuple)) and isinstance(b, int) \
@@ -115,7 +114,7 @@ class _BoundedEnv(ImmutableSandboxedEnvironment):
             _check_printf(left)
         return _check_result(super().call_binop(context, operator, left, right))
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         # methods the sandbox allows can still build huge strings: 'x'.center(10**9),
         # '{:999999999}'.format(x), ...
         if isinstance(getattr(__obj, "__self__", None), str):
@@ -184,7 +183,7 @@ class _GenerationBlock(jinja2.ext.Extension):
     """``{% generation %}…{% endgeneration %}`` (transformers' assistant-mask marker): rendered
     as its plain body, as Hugging Face does when no assistant mask is requested."""
 
-    tags = {"generation"}
+    tags = {"generation"}  # noqa: RUF012 (jinja2.ext.Extension declares it so)
 
     def parse(self, parser: Any) -> Any:
         lineno = next(parser.stream).lineno

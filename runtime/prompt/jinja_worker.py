@@ -59,7 +59,7 @@ def main() -> None:
     """The child's loop: one request in, one reply out, until stdin closes."""
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = MEMORY_LIMIT if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     from runtime.prompt.jinja import render_in_process

@@ -7,12 +7,7 @@ action becomes a list of :class:`Token` ending in ``RDELIM``. Positions are ``li
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-
-# slots make the many small nodes cheaper; dataclass(slots=) is Python 3.10+, and the target
-# host may run 3.9 (RHEL 9, Debian 11)
-_slotted = dataclass(slots=True) if sys.version_info >= (3, 10) else dataclass  # novermin
 
 from runtime.errors import TemplateError
 
@@ -47,7 +42,7 @@ _IDENT_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDENT_CHARS = _IDENT_START | set("0123456789")
 
 
-@_slotted
+@dataclass
 class Token:
     kind: str
     value: str

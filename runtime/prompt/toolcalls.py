@@ -27,7 +27,7 @@ def template_tool_tag(template: str | None) -> str:
         return ""
     try:
         tmpl = GoTemplate.parse(template)
-    except Exception:
+    except Exception:  # noqa: BLE001 (not a Go template: try the Jinja tag)
         return _jinja_tool_tag(template)
     node = _find_tool_calls_if(tmpl.root.body)
     if node is None:

@@ -49,7 +49,7 @@ def go_any(v: Any) -> Any:
     return v
 
 
-class JSONMap(dict):  # type: ignore[type-arg]
+class JSONMap(dict):
     """A Go map whose String() is its JSON (Ollama's templateArgs / templateProperties)."""
 
     _go_type = "map[string]interface {}"
@@ -58,7 +58,7 @@ class JSONMap(dict):  # type: ignore[type-arg]
         return json_marshal(dict(self))
 
 
-class PropertyType(list):  # type: ignore[type-arg]
+class PropertyType(list):
     """api.PropertyType: one type prints as itself, several as [a b]; JSON str or array."""
 
     _go_type = "api.PropertyType"
@@ -74,7 +74,7 @@ class PropertyType(list):  # type: ignore[type-arg]
         return self[0] if len(self) == 1 else list(self)
 
 
-class ToolList(list):  # type: ignore[type-arg]
+class ToolList(list):
     _go_type = "api.Tools"
 
     def go_string(self) -> str:
@@ -86,11 +86,11 @@ _TS = {"string": "string", "number": "number", "integer": "number", "boolean": "
 
 
 class ToolProperty(GoStruct):
-    __slots__ = ("AnyOf", "Type", "Items", "Description", "Enum", "Properties")
+    __slots__ = ("AnyOf", "Description", "Enum", "Items", "Properties", "Type")
     _go_fields = __slots__
     _go_type = "api.ToolProperty"
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: Any) -> None:
         d = _obj(d, "a tool parameter property")
         self.AnyOf = [ToolProperty(x) for x in _list(d.get("anyOf"), "anyOf")] or None
         t = d.get("type")
@@ -128,11 +128,11 @@ class ToolProperty(GoStruct):
 
 
 class ToolParameters(GoStruct):
-    __slots__ = ("Type", "Defs", "Items", "Required", "Properties")
+    __slots__ = ("Defs", "Items", "Properties", "Required", "Type")
     _go_fields = __slots__
     _go_type = "api.ToolFunctionParameters"
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: Any) -> None:
         d = _obj(d, "a tool's parameters")
         self.Type = str(d.get("type") or "")
         self.Defs = go_any(d.get("$defs"))
@@ -157,11 +157,11 @@ class ToolParameters(GoStruct):
 
 
 class ToolFunction(GoStruct):
-    __slots__ = ("Name", "Description", "Parameters")
+    __slots__ = ("Description", "Name", "Parameters")
     _go_fields = __slots__
     _go_type = "api.ToolFunction"
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: Any) -> None:
         d = _obj(d, "a tool's function")
         self.Name = str(d.get("name") or "")
         self.Description = str(d.get("description") or "")
@@ -178,7 +178,7 @@ class ToolFunction(GoStruct):
 
 
 class Tool(GoStruct):
-    __slots__ = ("Type", "Items", "Function")
+    __slots__ = ("Function", "Items", "Type")
     _go_fields = __slots__
     _go_type = "api.Tool"
 
@@ -201,11 +201,11 @@ class Tool(GoStruct):
 
 
 class ToolCallFunction(GoStruct):
-    __slots__ = ("Index", "Name", "Arguments")
+    __slots__ = ("Arguments", "Index", "Name")
     _go_fields = __slots__
     _go_type = "template.templateToolCallFunction"
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: Any) -> None:
         d = _obj(d, "a tool call's function")
         index = d.get("index") or 0
         if not isinstance(index, int) or isinstance(index, bool):
@@ -222,18 +222,18 @@ class ToolCallFunction(GoStruct):
 
 
 class ToolCall(GoStruct):
-    __slots__ = ("ID", "Function")
+    __slots__ = ("Function", "ID")
     _go_fields = __slots__
     _go_type = "template.templateToolCall"
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: Any) -> None:
         d = _obj(d, "a tool call")
         self.ID = str(d.get("id") or "")
         self.Function = ToolCallFunction(d.get("function"))
 
 
 class Message(GoStruct):
-    __slots__ = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName", "ToolCallID")
+    __slots__ = ("Content", "Images", "Role", "Thinking", "ToolCallID", "ToolCalls", "ToolName")
     _go_fields = __slots__
     _go_type = "*template.templateMessage"
 

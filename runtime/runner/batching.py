@@ -392,7 +392,7 @@ def token_piece(llama_cpp: Any, vocab: Any, token: int) -> bytes:
         buf = (ctypes.c_char * size)()
         n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, True)
         if n >= 0:
-            return bytes(buf[:n])
+            return buf.raw[:n]
         size = -n
 
 

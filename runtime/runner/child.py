@@ -60,7 +60,7 @@ def default_threads() -> int:
     cores: set[tuple[str, str]] = set()
     try:
         cpu = phys = core = ""
-        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
             key, _, value = line.partition(":")
             key, value = key.strip(), value.strip()
             if key == "processor":
@@ -153,10 +153,10 @@ class Runner:
                     break
                 try:
                     self.handle(msg)
-                except Exception as e:  # noqa: BLE001 - a bad message fails only itself
+                except Exception as e:
                     logger.exception("request failed")
                     self.reply_error(msg.get("id"), 500, str(e))
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("reading from the server failed")
         # the server is gone (or shut us down): nothing left to serve
         os._exit(0)
@@ -233,7 +233,7 @@ class GenerationRunner(Runner):
         op, rid = msg["op"], msg.get("id")
         if op == "generate":
             self.pool.submit(self._prepare, msg)
-        elif op == "cancel":
+        elif op == "cancel" and rid is not None:
             with self._lock:
                 if rid in self._submitted:
                     self.loop.cancel(rid)
@@ -299,7 +299,7 @@ class GenerationRunner(Runner):
         except _BadRequest as e:
             self.reply_error(rid, 400, str(e))
             return
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             logger.exception("preparing request %s failed", rid)
             self.reply_error(rid, 500, str(e))
             return
@@ -326,15 +326,15 @@ class EmbeddingRunner(Runner):
 
     def __init__(self, chan: Channel, lib: Any, opts: LoadOptions) -> None:
         super().__init__(chan, lib)
-        kwargs: dict[str, Any] = dict(
-            model_path=str(opts.model_path), n_ctx=opts.n_ctx, n_batch=opts.n_ctx,
-            n_ubatch=opts.n_ctx, n_gpu_layers=opts.n_gpu_layers, main_gpu=opts.main_gpu,
-            use_mmap=opts.use_mmap, embedding=True, flash_attn=opts.flash_attn, verbose=False)
+        kwargs: dict[str, Any] = {
+            "model_path": str(opts.model_path), "n_ctx": opts.n_ctx, "n_batch": opts.n_ctx,
+            "n_ubatch": opts.n_ctx, "n_gpu_layers": opts.n_gpu_layers, "main_gpu": opts.main_gpu,
+            "use_mmap": opts.use_mmap, "embedding": True, "flash_attn": opts.flash_attn, "verbose": False}
         threads = opts.n_threads or default_threads()
         kwargs["n_threads"] = kwargs["n_threads_batch"] = threads
         try:
             self.llm = lib.Llama(**kwargs)
-        except Exception as e:  # noqa: BLE001 - llama-cpp-python raises ValueError and friends
+        except Exception as e:
             raise EngineError(f"unable to load model {_model_name}: {e}",
                               hint="the file may be corrupt or need more memory than is free"
                               ) from e
@@ -452,7 +452,7 @@ def main(argv: list[str]) -> int:
     msg = chan.recv()
     if msg is None or msg.get("op") != "load":
         return 2
-    global _model_name
+    global _model_name  # noqa: PLW0603 (one model per runner process)
     if msg.get("name"):
         _model_name = json.dumps(str(msg["name"]))      # quoted, as Ollama names models
     spec = msg["spec"]

@@ -20,9 +20,10 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, Callable
 
 from runtime.engine import Chunk, LoadOptions
 from runtime.errors import EngineError
@@ -89,7 +90,7 @@ class RunnerProcess:
         self._pending: dict[int, Future[dict[str, Any]] | _Stream] = {}
         self._dead = False
         self._closing = False
-        self.on_exit: Callable[[RunnerProcess], None] | None = None
+        self.on_exit: Callable[[RunnerProcess], object] | None = None
         self._reader = threading.Thread(target=self._read, name=f"runner-{proc.pid}", daemon=True)
         self._reader.start()
 
@@ -237,8 +238,8 @@ class RunnerProcess:
                 rid = msg.get("id")
                 with self._lock:
                     slot = self._pending.get(rid) if rid is not None else None
-                    if isinstance(slot, Future) or (msg["op"] in ("done", "error")
-                                                    and isinstance(slot, _Stream)):
+                    if rid is not None and (isinstance(slot, Future) or (
+                            msg["op"] in ("done", "error") and isinstance(slot, _Stream))):
                         self._pending.pop(rid, None)
                 if isinstance(slot, Future):
                     slot.set_result(msg)

@@ -101,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def parse_request(self) -> bool:
@@ -113,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
         rec = RequestRecord(server=self.server.name, method=self.command, path=self.path,
                             status=status, range=self.headers.get("Range"), sent=sent,
                             authorization=self.headers.get("Authorization"),
-                            headers={k: v for k, v in self.headers.items()},
+                            headers=dict(self.headers.items()),
                             client_port=int(self.client_address[1]),
                             started=getattr(self, "_started", 0.0), ended=time.monotonic())
         self.server.owner._log_request(rec)

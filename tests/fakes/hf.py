@@ -149,10 +149,10 @@ class _HubHandler(Handler):
     def hub(self) -> FakeHub:
         return self.server.owner  # type: ignore[no-any-return]
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         hub = self.hub
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/")]

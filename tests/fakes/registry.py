@@ -52,7 +52,7 @@ MEDIA = {
 TOKEN = "fake-registry-token"
 _V2 = re.compile(r"^/v2/(?P<repo>[^/]+/[^/]+)/(?P<kind>manifests|blobs)/(?P<ref>[^/?]+)$")
 
-__all__ = ["FakeModel", "FakeRegistry", "RequestRecord", "Faults", "TOKEN"]
+__all__ = ["TOKEN", "FakeModel", "FakeRegistry", "Faults", "RequestRecord"]
 
 
 @dataclass
@@ -249,10 +249,10 @@ class _RegistryHandler(Handler):
     def reg(self) -> FakeRegistry:
         return self.server.owner  # type: ignore[no-any-return]
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         reg = self.reg
         url = urlsplit(self.path)
         if url.path == "/token":
@@ -321,7 +321,7 @@ class _RegistryHandler(Handler):
             return True
         return False
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         m = self._UPLOAD.match(url.path)
         if not m or m.group("id"):
@@ -337,7 +337,7 @@ class _RegistryHandler(Handler):
             "Location": f"/v2/{m.group('repo')}/blobs/uploads/{session}",
             "Docker-Upload-UUID": session, "Range": "0-0"})
 
-    def do_PATCH(self) -> None:  # noqa: N802 - stdlib name
+    def do_PATCH(self) -> None:
         url = urlsplit(self.path)
         m = self._UPLOAD.match(url.path)
         if not m or not m.group("id"):
@@ -356,7 +356,7 @@ class _RegistryHandler(Handler):
         self.send_bytes(202, b"", headers={"Location": url.path,
                                             "Range": f"0-{max(0, len(buf) - 1)}"})
 
-    def do_PUT(self) -> None:  # noqa: N802 - stdlib name
+    def do_PUT(self) -> None:
         reg = self.reg
         url = urlsplit(self.path)
         up = self._UPLOAD.match(url.path)
@@ -426,10 +426,10 @@ class _RegistryHandler(Handler):
 class _CdnHandler(Handler):
     server: Server
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         reg: FakeRegistry = self.server.owner
         url = urlsplit(self.path)
         digest = url.path.rsplit("/", 1)[-1]

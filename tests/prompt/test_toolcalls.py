@@ -55,7 +55,7 @@ def test_qwen_tool_call_streamed(step: int) -> None:
 
 
 def test_several_calls_get_increasing_indexes() -> None:
-    tools = TOOLS + [{"type": "function", "function": {"name": "get_time", "parameters": {}}}]
+    tools = [*TOOLS, {"type": "function", "function": {"name": "get_time", "parameters": {}}}]
     out = ('<tool_call>\n{"name": "get_weather", "arguments": {"location": "A"}}\n</tool_call>\n'
            '<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>')
     content, calls = feed(ToolCallParser(_tmpl("qwen2.5"), tools), out, 4)

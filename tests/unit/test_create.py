@@ -115,7 +115,7 @@ def test_truncated_gguf_is_refused(tmp_path: Path, tiny_gguf: Path) -> None:
     data = tiny_gguf.read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
     store = Store(tmp_path / "models")
-    with pytest.raises(GGUFError, match="cut.gguf"):
+    with pytest.raises(GGUFError, match=r"cut\.gguf"):
         _create(store, "cut", "FROM ./cut.gguf\n", tmp_path)
     assert store.list_models() == []
 

@@ -253,7 +253,9 @@ def test_load_modelfile(tmp_path: Path) -> None:
     with pytest.raises(ModelfileError, match="cannot read Modelfile"):
         load_modelfile(tmp_path)
     (tmp_path / "Bad").write_text("FROM m\nPARAMETER nope 1\n")
-    err = pytest.raises(ModelfileError, load_modelfile, tmp_path / "Bad").value
+    with pytest.raises(ModelfileError) as info:
+        load_modelfile(tmp_path / "Bad")
+    err = info.value
     assert str(err).startswith(f"{tmp_path / 'Bad'}:2:11: unknown parameter")
 
 

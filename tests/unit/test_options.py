@@ -27,7 +27,7 @@ def test_table_matches_ollama() -> None:
         "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n", "temperature",
         "repeat_penalty", "presence_penalty", "frequency_penalty", "stop"}
     assert set(DEFAULT_OPTIONS) == set(OPTION_TYPES)
-    assert RUNNER_OPTIONS <= set(OPTION_TYPES)
+    assert set(OPTION_TYPES) >= RUNNER_OPTIONS
     assert not DEPRECATED_OPTIONS & set(OPTION_TYPES)
     # Ollama's api.DefaultOptions
     assert DEFAULT_OPTIONS["temperature"] == 0.8

@@ -4,8 +4,9 @@ multi-sequence context, then greedy sampling on that sequence."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

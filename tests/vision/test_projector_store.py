@@ -80,7 +80,7 @@ def test_bad_from_combinations(folder: Path, models_dir: Path, tiny_gguf: Path):
         _create(store, "x", "FROM base\nFROM otherbase\n", folder)
     with pytest.raises(LlmcrateError, match="only projectors"):
         _create(store, "x", "FROM ./mmproj.gguf\n", folder)
-    with pytest.raises(ModelfileError, match="mmproj-f16.gguf: file does not exist"):
+    with pytest.raises(ModelfileError, match=r"mmproj-f16\.gguf: file does not exist"):
         _create(store, "x", "FROM ./model.gguf\nFROM ./mmproj-f16.gguf\n", folder)
 
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 
 
-def read(path):
+def read(path: str) -> str:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -16,24 +16,24 @@ def read(path):
         return ""
 
 
-def free_bytes(path):
+def free_bytes(path: str) -> int:
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return shutil.disk_usage(path).free
 
 
-def running(pid_text):
+def running(pid_text: str) -> bool:
     """Whether the PID file names a live llmcrate server (not a recycled PID)."""
     if not pid_text.isdigit():
         return False
     try:
-        with open("/proc/%s/cmdline" % pid_text, "rb") as f:
+        with open(f"/proc/{pid_text}/cmdline", "rb") as f:
             return b"runtime.cli" in f.read()
     except OSError:
         return False
 
 
-def main():
+def main() -> None:
     lib, stage, top, pidfile = sys.argv[1:5]
     try:
         with open(os.path.join(lib, "bundle.json")) as f:
@@ -41,7 +41,7 @@ def main():
     except (OSError, ValueError):
         meta = {}
     pid = read(pidfile)
-    print(json.dumps({
+    print(json.dumps({  # noqa: T201 (the probe's result, read by the role)
         "installed_sha256": read(os.path.join(lib, "fleet-bundle.sha256")),
         "installed_version": meta.get("version", ""),
         "installed_name": meta.get("name", ""),

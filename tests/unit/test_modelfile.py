@@ -420,10 +420,7 @@ def representable(value: str) -> bool:
     """Independent statement of the one limit of Modelfile syntax: there are no escapes, so a
     value with a line (before a line break, trailing blanks aside) ending in three quotes
     closes both quote styles early."""
-    for i, ch in enumerate(value):
-        if ch in "\r\n" and value[:i].rstrip(GO_SPACE).endswith('"""'):
-            return False
-    return True
+    return all(not (ch in "\r\n" and value[:i].rstrip(GO_SPACE).endswith('"""')) for i, ch in enumerate(value))
 
 
 def test_render_parse_round_trip_property(caplog: pytest.LogCaptureFixture) -> None:

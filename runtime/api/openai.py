@@ -20,7 +20,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from runtime.api.errors import ApiError, openai_body, to_api_error
 from runtime.api.images import openai_content
 from runtime.api.inference import Instant, Piece, Run, run_embed, start
-from runtime.api.schemas import ChatBody, EmbedBody, GenerateBody, Message, parse_body, read_object
+from runtime.api.schemas import (
+    ChatBody,
+    EmbedBody,
+    GenerateBody,
+    Message,
+    number_field,
+    parse_body,
+    read_object,
+)
 from runtime.api.service import Service
 from runtime.api.streaming import collect, sse_data, started, unless_disconnected
 from runtime.api.thinking import think_from_reasoning_effort
@@ -41,15 +49,6 @@ def _stops(value: Any) -> list[str] | None:
     raise ApiError(400, "invalid type for 'stop' field")
 
 
-def _number(body: dict[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"invalid type for '{key}' field")
-    return value
-
-
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     stops = _stops(body.get("stop"))
@@ -57,13 +56,13 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         opts["stop"] = stops
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if max_tokens is not None:
-        opts["num_predict"] = _number({"max_tokens": max_tokens}, "max_tokens")
-    temperature = _number(body, "temperature")
+        opts["num_predict"] = number_field({"max_tokens": max_tokens}, "max_tokens")
+    temperature = number_field(body, "temperature")
     opts["temperature"] = 1.0 if temperature is None else temperature
-    top_p = _number(body, "top_p")
+    top_p = number_field(body, "top_p")
     opts["top_p"] = 1.0 if not top_p else top_p
     for key in ("seed", "frequency_penalty", "presence_penalty"):
-        value = _number(body, key)
+        value = number_field(body, key)
         if value is not None:
             opts[key] = value
     return opts

@@ -19,7 +19,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.api.errors import ApiError, openai_body, to_api_error
 from runtime.api.inference import Instant, Piece, start
-from runtime.api.schemas import ChatBody, Message, function_tool, parse_body, read_object
+from runtime.api.schemas import (
+    ChatBody,
+    Message,
+    function_tool,
+    number_field,
+    parse_body,
+    read_object,
+)
 from runtime.api.service import Service
 from runtime.api.streaming import collect, sse_event, started, unless_disconnected
 from runtime.api.thinking import think_from_reasoning_effort
@@ -132,12 +139,9 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for key, name in (("temperature", "temperature"), ("top_p", "top_p"),
                       ("max_output_tokens", "num_predict")):
-        value = raw.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(400, f"invalid type for '{key}' field")
-        opts[name] = value
+        value = number_field(raw, key)
+        if value is not None:
+            opts[name] = value
     opts.setdefault("temperature", 1.0)
     opts.setdefault("top_p", 1.0)
     return opts

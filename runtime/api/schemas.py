@@ -111,6 +111,16 @@ class CreateBody(_Body):
     stream: Optional[bool] = None
 
 
+def number_field(raw: dict[str, Any], key: str) -> float | None:
+    """A ``/v1`` request's numeric field (None when absent); 400 for anything but a number."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"invalid type for '{key}' field")
+    return value
+
+
 def function_tool(name: str, description: Any, parameters: Any) -> dict[str, Any]:
     """A tool as a chat body carries it (Ollama's ``api.Tool``), from the ``/v1`` formats'
     function tools (Anthropic's ``input_schema`` and OpenAI Responses' ``parameters``)."""

@@ -74,6 +74,11 @@ class Slot:
 
 
 class Service:
+    """The server's store, settings and scheduler, and the steps a request takes through them:
+    :meth:`model_info`, :meth:`options`, :meth:`acquire` (load options -> a runner slot),
+    :meth:`generate` and :meth:`stream`. :func:`runtime.api.inference.prepare` runs them in
+    order."""
+
     def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
         self.settings = settings
         self.store = store

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import EngineError
-from runtime.options import DEFAULT_OPTIONS
+from runtime.options import DEFAULT_OPTIONS, SAMPLER_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
-#: Ollama's defaults come from the one table in :mod:`runtime.options`. mirostat is retired by
-#: Ollama (requests and Modelfiles drop it: ``DEPRECATED_OPTIONS``), the sampler keeps the knob.
-_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "mirostat": 0, "mirostat_tau": 5.0,
-                             "mirostat_eta": 0.1}
+#: Every default below comes from the one table in :mod:`runtime.options` (Ollama's defaults
+#: and the retired sampler knobs); tests/unit/test_options.py checks the dataclasses against it.
+_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, **SAMPLER_DEFAULTS}
 
 DoneReason = str  # "stop" | "length" | "cancel"
 
@@ -41,12 +40,12 @@ class LoadOptions:
     """What it takes to open a context; two requests share an engine only when these match."""
 
     model_path: Path
-    n_ctx: int = 4096
-    n_batch: int = 512
-    n_gpu_layers: int = -1
-    main_gpu: int = 0
-    n_threads: int | None = None
-    use_mmap: bool = True
+    n_ctx: int = _DEFAULTS["num_ctx"]
+    n_batch: int = _DEFAULTS["num_batch"]
+    n_gpu_layers: int = _DEFAULTS["num_gpu"]
+    main_gpu: int = _DEFAULTS["main_gpu"]
+    n_threads: int | None = _DEFAULTS["num_thread"] or None     # 0: llama.cpp decides
+    use_mmap: bool = _DEFAULTS["use_mmap"] is not False         # None: mmap, as llama.cpp does
     embedding: bool = False
     lora_path: Path | None = None
     projector_path: Path | None = None      # a vision model's mmproj
@@ -55,7 +54,8 @@ class LoadOptions:
     @classmethod
     def from_options(cls, *, model_path: Path, options: Mapping[str, Any], embedding: bool = False,
                      lora_path: Path | None = None, projector_path: Path | None = None,
-                     default_ctx: int = 4096, flash_attn: bool = False) -> LoadOptions:
+                     default_ctx: int = _DEFAULTS["num_ctx"], flash_attn: bool = False
+                     ) -> LoadOptions:
         """Build from merged Ollama options (``num_ctx``, ``num_batch``, ``num_gpu``, ...)."""
         num_ctx = options.get("num_ctx") or default_ctx
         num_thread = int(_opt(options, "num_thread"))
@@ -65,7 +65,7 @@ class LoadOptions:
             n_ctx=max(16, int(num_ctx)),
             n_batch=max(1, int(_opt(options, "num_batch"))),
             n_gpu_layers=int(_opt(options, "num_gpu")),
-            main_gpu=int(options.get("main_gpu") or 0),
+            main_gpu=int(_opt(options, "main_gpu")),
             n_threads=num_thread if num_thread > 0 else None,
             use_mmap=True if use_mmap is None else bool(use_mmap),
             embedding=embedding,
@@ -91,7 +91,7 @@ class SamplingOptions:
     presence_penalty: float = _DEFAULTS["presence_penalty"]
     frequency_penalty: float = _DEFAULTS["frequency_penalty"]
     seed: int = _DEFAULTS["seed"]
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = tuple(_DEFAULTS["stop"])
     mirostat: int = _DEFAULTS["mirostat"]
     mirostat_tau: float = _DEFAULTS["mirostat_tau"]
     mirostat_eta: float = _DEFAULTS["mirostat_eta"]

@@ -13,6 +13,8 @@
     ├── TemplateError(msg, pos)        prompt template parse / execution errors
     ├── EngineError                    a model that cannot load or run
     ├── ImageError(reason)             an image in a request cannot be used (HTTP 400)
+    ├── InvalidRequest(reason, field)  an API request that cannot be served as written (HTTP 400)
+    ├── UnsupportedCapability(model, capability)  the model lacks what a request asks (HTTP 400)
     ├── ServerUnavailable(host)
     ├── ServerError(status)            the server answered a request with an error
     ├── ServerBusy                     request queue full (HTTP 503)
@@ -129,6 +131,30 @@ class ImageError(LlmcrateError):
         self.reason = reason
         self.index = index
         super().__init__(f"image {index + 1}: {reason}" if index is not None else reason)
+
+
+class InvalidRequest(LlmcrateError):
+    """An API request the server cannot serve as written: a missing or malformed field, or
+    fields that do not go together. The message is the client's answer (HTTP 400)."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+
+class UnsupportedCapability(LlmcrateError):
+    """The model cannot do what a request asks: tools, insert (suffix), thinking, vision, or
+    text generation from an embedding model (Ollama's CheckCapabilities; HTTP 400).
+
+    Ollama quotes the name as the request wrote it for some capabilities and writes the full
+    name bare for others; ``quoted`` keeps each message as Ollama's."""
+
+    def __init__(self, model: str, capability: str, *, quoted: bool = False) -> None:
+        self.model = model
+        self.capability = capability
+        shown = f'"{model}"' if quoted else model
+        super().__init__(f"{shown} does not support {capability}")
 
 
 class ServerUnavailable(LlmcrateError):

@@ -77,6 +77,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "stop": [],
 }
 
+#: Sampler knobs Ollama has retired (``DEPRECATED_OPTIONS``: requests and Modelfiles cannot set
+#: them) that the runner's sampler still has; their defaults live here beside Ollama's.
+SAMPLER_DEFAULTS: dict[str, Any] = {"mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1}
+
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})

@@ -8,9 +8,12 @@ nothing is loaded at import time, and models load on first use through the sched
     ├── origins.py    OriginGuard: 403 for cross-site requests from origins not allowed
     ├── errors.py     ApiError and the one error -> HTTP answer mapping (Ollama / OpenAI shape)
     ├── schemas.py    request bodies, JSON reading with size limits
-    ├── service.py    model lookup, options, keep_alive, format checks, streaming from runners
+    ├── service.py    model lookup, options, keep_alive, format checks, runner slots, streaming
+    │                 from runners; raises runtime.errors only (errors.py maps them to statuses)
     ├── prompting.py  seam to runtime.prompt (prompt building, tool-call parsing)
-    ├── inference.py  chat / generate / embed runs shared by both routers
+    ├── inference.py  prepare(): a chat / generate body -> PreparedRequest (model, options,
+    │                 slot, prompt); launch(): its run as pieces; embeddings
+    ├── streaming.py  waiting for a run (disconnects, first piece), collecting it, SSE framing
     ├── ollama.py     /api/* routes
     ├── openai.py     /v1/* routes (chat/completions, completions, models, embeddings)
     ├── responses.py  /v1/responses (OpenAI Responses API, stateless)

@@ -18,15 +18,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.api.errors import ApiError, anthropic_body, to_api_error
-from runtime.api.inference import Instant, Piece, start_chat
-from runtime.api.openai import _collect, _started
-from runtime.api.schemas import ChatBody, Message, parse_body, read_json
-from runtime.api.service import Service, unless_disconnected
-
-
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return (f"event: {event}\ndata: "
-            f"{json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n").encode()
+from runtime.api.inference import Instant, Piece, start
+from runtime.api.schemas import ChatBody, Message, function_tool, parse_body, read_object
+from runtime.api.service import Service
+from runtime.api.streaming import collect, sse_event, started, unless_disconnected
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -111,9 +106,7 @@ def _tools(raw: Any) -> list[dict[str, Any]] | None:
     for t in raw:
         if not isinstance(t, dict) or not t.get("name"):
             raise ApiError(400, "every tool needs a name")
-        out.append({"type": "function", "function": {
-            "name": t["name"], "description": t.get("description") or "",
-            "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}})
+        out.append(function_tool(t["name"], t.get("description"), t.get("input_schema")))
     return out
 
 
@@ -144,10 +137,10 @@ def _think(raw: dict[str, Any]) -> Any:
     return thinking.get("type") == "enabled"
 
 
-def stop_reason(done_reason: str, tool_use: bool) -> str:
+def stop_reason(done_reason: str | None, tool_use: bool) -> str:
     if tool_use:
         return "tool_use"
-    return {"stop": "end_turn", "length": "max_tokens"}.get(done_reason, "stop_sequence")
+    return {"stop": "end_turn", "length": "max_tokens"}.get(done_reason or "", "stop_sequence")
 
 
 def _tool_block(call: dict[str, Any]) -> dict[str, Any]:
@@ -161,41 +154,40 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/messages")
     async def messages(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
+        begun = time.perf_counter_ns()
+        raw = await read_object(request)
         stream = bool(raw.get("stream"))
         body = parse_body({"model": raw.get("model", ""), "tools": _tools(raw.get("tools")),
                            "options": _options(raw), "stream": stream, "think": _think(raw)},
                           ChatBody)
         body.messages = to_messages(raw)
-        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         assert not isinstance(run, Instant)
         mid = "msg_" + secrets.token_hex(12)
         if not stream:
-            text, calls, final, thinking = await _collect(request, run)
+            done = await collect(request.receive, run)
+            final = done.final
             content: list[dict[str, Any]] = []
-            if thinking:
-                content.append({"type": "thinking", "thinking": thinking, "signature": ""})
-            if text:
-                content.append({"type": "text", "text": text})
-            content += [_tool_block(c) for c in calls]
+            if done.thinking:
+                content.append({"type": "thinking", "thinking": done.thinking, "signature": ""})
+            if done.text:
+                content.append({"type": "text", "text": done.text})
+            content += [_tool_block(c) for c in done.tool_calls]
             return JSONResponse({
                 "id": mid, "type": "message", "role": "assistant", "model": body.model,
-                "content": content, "stop_reason": stop_reason(final.done_reason, bool(calls)),
+                "content": content,
+                "stop_reason": stop_reason(final.done_reason, bool(done.tool_calls)),
                 "stop_sequence": None,
                 "usage": {"input_tokens": final.prompt_eval_count,
                           "output_tokens": final.eval_count}})
-        pieces = await _started(run)
-        return StreamingResponse(_events(mid, body.model, pieces, run),
+        pieces = await started(run)
+        return StreamingResponse(_events(mid, body.model, pieces),
                                  media_type="text/event-stream")
 
     return r
 
 
-async def _events(mid: str, model: str, pieces: AsyncIterator[Piece], run: Any
-                  ) -> AsyncIterator[bytes]:
+async def _events(mid: str, model: str, pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
     index = 0
     open_kind: str | None = None      # "thinking" or "text": the block being streamed
     used_tools = False
@@ -206,10 +198,10 @@ async def _events(mid: str, model: str, pieces: AsyncIterator[Piece], run: Any
             return []
         out = []
         if open_kind == "thinking":
-            out.append(_sse("content_block_delta", {
+            out.append(sse_event("content_block_delta", {
                 "type": "content_block_delta", "index": index,
                 "delta": {"type": "signature_delta", "signature": ""}}))
-        out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
         open_kind = None
         index += 1
         return out
@@ -222,7 +214,7 @@ async def _events(mid: str, model: str, pieces: AsyncIterator[Piece], run: Any
         open_kind = kind
         block = ({"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking"
                  else {"type": "text", "text": ""})
-        out.append(_sse("content_block_start", {"type": "content_block_start", "index": index,
+        out.append(sse_event("content_block_start", {"type": "content_block_start", "index": index,
                                                  "content_block": block}))
         return out
 
@@ -231,20 +223,20 @@ async def _events(mid: str, model: str, pieces: AsyncIterator[Piece], run: Any
         async for piece in pieces:
             if first:
                 first = False
-                yield _sse("message_start", {"type": "message_start", "message": {
+                yield sse_event("message_start", {"type": "message_start", "message": {
                     "id": mid, "type": "message", "role": "assistant", "model": model,
                     "content": [], "stop_reason": None, "stop_sequence": None,
                     "usage": {"input_tokens": 0, "output_tokens": 0}}})
             if piece.thinking:
                 for b in open_block("thinking"):
                     yield b
-                yield _sse("content_block_delta", {
+                yield sse_event("content_block_delta", {
                     "type": "content_block_delta", "index": index,
                     "delta": {"type": "thinking_delta", "thinking": piece.thinking}})
             if piece.content:
                 for b in open_block("text"):
                     yield b
-                yield _sse("content_block_delta", {
+                yield sse_event("content_block_delta", {
                     "type": "content_block_delta", "index": index,
                     "delta": {"type": "text_delta", "text": piece.content}})
             for call in piece.tool_calls:
@@ -252,27 +244,27 @@ async def _events(mid: str, model: str, pieces: AsyncIterator[Piece], run: Any
                 for b in close():
                     yield b
                 block = _tool_block(call)
-                yield _sse("content_block_start", {
+                yield sse_event("content_block_start", {
                     "type": "content_block_start", "index": index,
                     "content_block": {**block, "input": {}}})
-                yield _sse("content_block_delta", {
+                yield sse_event("content_block_delta", {
                     "type": "content_block_delta", "index": index,
                     "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
-                yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                yield sse_event("content_block_stop", {"type": "content_block_stop", "index": index})
                 index += 1
             final = piece.final
             if final is not None:
                 for b in close():
                     yield b
-                yield _sse("message_delta", {
+                yield sse_event("message_delta", {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop_reason(final.done_reason, used_tools),
                               "stop_sequence": None},
                     "usage": {"input_tokens": final.prompt_eval_count,
                               "output_tokens": final.eval_count}})
-                yield _sse("message_stop", {"type": "message_stop"})
+                yield sse_event("message_stop", {"type": "message_stop"})
     except Exception as e:  # noqa: BLE001 - the 200 is out: report in the stream
         err = to_api_error(e)
-        yield _sse("error", anthropic_body(err.status, err.message))
+        yield sse_event("error", anthropic_body(err.status, err.message))
     finally:
-        run.cancel.set()
+        await pieces.aclose()  # type: ignore[attr-defined]

@@ -24,11 +24,13 @@ from runtime.errors import (
     EngineError,
     ImageError,
     InvalidName,
+    InvalidRequest,
     LlmcrateError,
     ModelfileError,
     ModelNotFound,
     ServerBusy,
     TemplateError,
+    UnsupportedCapability,
 )
 from runtime.runner.process import RequestFailed
 
@@ -59,7 +61,8 @@ def status_for(err: LlmcrateError) -> int:
         return 503
     if isinstance(err, RequestFailed):       # the runner said which (a bad format: 400)
         return err.status
-    if isinstance(err, (InvalidName, DigestMismatch, ModelfileError, ImageError)):
+    if isinstance(err, (InvalidName, InvalidRequest, UnsupportedCapability, DigestMismatch,
+                        ModelfileError, ImageError)):
         return 400
     if isinstance(err, ValueError):          # runtime.options.OptionError
         return 400

@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime import OLLAMA_API_VERSION
 from runtime.api.errors import ApiError, error_line, status_for, to_api_error
-from runtime.api.inference import (
-    Instant,
-    Piece,
-    Run,
-    run_embed,
-    start_chat,
-    start_generate,
-)
+from runtime.api.inference import Instant, Piece, Run, run_embed, start
 from runtime.api.schemas import (
     ChatBody,
     CopyBody,
@@ -33,22 +24,20 @@ from runtime.api.schemas import (
     NameBody,
     read_body,
 )
-from runtime.api.service import (
-    Service,
-    metrics,
-    now_iso,
-    unless_disconnected,
-    watch_disconnect,
-)
+from runtime.api.service import Service, Slot
+from runtime.api.streaming import started, unless_disconnected, watch_disconnect
+from runtime.engine import Chunk
 from runtime.errors import (
+    DigestMismatch,
     GGUFError,
+    InsufficientSpace,
     LlmcrateError,
     ModelNotFound,
     StoreError,
     TemplateError,
 )
 from runtime.names import parse_name
-from runtime.store import ReadOnlyStore, check_digest, new_temp_file
+from runtime.store import ReadOnlyStore, check_digest
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +48,25 @@ def _line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-async def first_then_rest(pieces: AsyncIterator[Piece]) -> tuple[list[Piece], AsyncIterator[Piece]]:
-    """Wait for the first piece so that a failure before any output still gets a real status."""
-    first = await pieces.__anext__()
-    return [first], pieces
+def now_iso() -> str:
+    """Go's time.Now().UTC() as encoding/json writes it (RFC 3339, nanosecond precision)."""
+    t = time.time_ns()
+    secs, ns = divmod(t, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    frac = f"{ns:09d}".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+def metrics(chunk: Chunk, slot: Slot) -> dict[str, Any]:
+    """The final object's counters, in nanoseconds."""
+    return {
+        "total_duration": time.perf_counter_ns() - slot.started,
+        "load_duration": slot.load_duration,
+        "prompt_eval_count": chunk.prompt_eval_count,
+        "prompt_eval_duration": chunk.prompt_eval_duration,
+        "eval_count": chunk.eval_count,
+        "eval_duration": chunk.eval_duration,
+    }
 
 
 def router(svc: Service) -> APIRouter:
@@ -79,9 +83,9 @@ def router(svc: Service) -> APIRouter:
     # -- inference ---------------------------------------------------------------------------
     @r.post("/api/generate")
     async def generate(request: Request) -> Response:
-        started = time.perf_counter_ns()
+        begun = time.perf_counter_ns()
         body = await read_body(request, GenerateBody)
-        run = await unless_disconnected(request.receive, start_generate(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         model = body.model
         if isinstance(run, Instant):
             return JSONResponse({"model": model, "created_at": now_iso(), "response": "",
@@ -99,7 +103,7 @@ def router(svc: Service) -> APIRouter:
                 out["done_reason"] = piece.final.done_reason
                 if not body.raw:
                     out["context"] = piece.final.context
-                out.update(metrics(piece.final, run.prepared))
+                out.update(metrics(piece.final, run.prepared.slot))
             return out
 
         return await _answer(request, run, obj, stream=body.stream is not False,
@@ -107,9 +111,9 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/api/chat")
     async def chat(request: Request) -> Response:
-        started = time.perf_counter_ns()
+        begun = time.perf_counter_ns()
         body = await read_body(request, ChatBody)
-        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         model = body.model
         if isinstance(run, Instant):
             return JSONResponse({"model": model, "created_at": now_iso(),
@@ -128,7 +132,7 @@ def router(svc: Service) -> APIRouter:
             if piece.final is not None:
                 out["done_reason"] = piece.final.done_reason
                 out["done"] = True
-                out.update(metrics(piece.final, run.prepared))
+                out.update(metrics(piece.final, run.prepared.slot))
             else:
                 out["done"] = False
             return out
@@ -137,23 +141,23 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/api/embed")
     async def embed(request: Request) -> Response:
-        started = time.perf_counter_ns()
+        begun = time.perf_counter_ns()
         body = await read_body(request, EmbedBody)
-        result = await unless_disconnected(request.receive, run_embed(svc, body, started=started))
+        result = await unless_disconnected(request.receive, run_embed(svc, body, started=begun))
         return JSONResponse({
             "model": body.model, "embeddings": result.vectors,
-            "total_duration": time.perf_counter_ns() - started,
-            "load_duration": result.prepared.load_duration if result.prepared else 0,
+            "total_duration": time.perf_counter_ns() - begun,
+            "load_duration": result.slot.load_duration,
             "prompt_eval_count": result.prompt_eval_count,
         })
 
     @r.post("/api/embeddings")
     async def embeddings(request: Request) -> Response:
-        started = time.perf_counter_ns()
+        begun = time.perf_counter_ns()
         body = await read_body(request, EmbeddingsBody)
         result = await run_embed(svc, EmbedBody(model=body.model, input=body.prompt or None,
                                                 options=body.options, keep_alive=body.keep_alive),
-                                 started=started, normalize=False)
+                                 started=begun, normalize=False)
         return JSONResponse({"embedding": result.vectors[0] if result.vectors else []})
 
     # -- models ------------------------------------------------------------------------------
@@ -297,22 +301,16 @@ async def _answer(request: Request, run: Run, obj: Callable[[Piece], dict[str, A
         if run.cancel.is_set() and (acc is None or not acc.get("done")):
             return Response(status_code=499)
         return JSONResponse(acc)
-    try:
-        head, rest = await first_then_rest(run.pieces)
-    except StopAsyncIteration:
-        raise ApiError(500, "generation ended without output") from None
+    pieces = await started(run)
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            for piece in head:
-                yield _line(obj(piece))
-            async for piece in rest:
+            async for piece in pieces:
                 yield _line(obj(piece))
         except Exception as e:  # the 200 is out: report in the stream, as Ollama does
             yield error_line(e, store=getattr(request.app.state, "store", None))
         finally:
-            run.cancel.set()
-            await rest.aclose()  # type: ignore[attr-defined]
+            await pieces.aclose()  # type: ignore[attr-defined]
 
     return StreamingResponse(body(), media_type=NDJSON)
 
@@ -347,30 +345,30 @@ def _digest(digest: str) -> None:
 
 
 async def _receive_blob(svc: Service, digest: str, request: Request) -> None:
-    """Stream an upload into the store, hashing on the way; 400 when the digest differs."""
-    store = svc.store
+    """Stream an upload into the store (:meth:`Store.add_blob_stream` in a thread, fed from
+    the event loop); 400 when the digest differs, 507 when the disk cannot hold it."""
     length = request.headers.get("content-length")
-    if length and length.isdigit():
-        try:
-            await asyncio.to_thread(store.check_space, int(length))
-        except LlmcrateError as e:
-            raise ApiError(507, str(e)) from None
-    store.blobs_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = new_temp_file(store.blobs_dir)
-    h = hashlib.sha256()
+    expected = "sha256:" + check_digest(digest)
+    loop = asyncio.get_running_loop()
+    body = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes:
+        return await body.__anext__()
+
+    def chunks() -> Iterator[bytes]:      # runs in the worker thread
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(next_chunk(), loop).result()
+            except StopAsyncIteration:
+                return
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in request.stream():
-                h.update(chunk)
-                await asyncio.to_thread(f.write, chunk)
-            await asyncio.to_thread(lambda: (f.flush(), os.fsync(f.fileno())))
-        actual = "sha256:" + h.hexdigest()
-        expected = "sha256:" + check_digest(digest)
-        if actual != expected:
-            raise ApiError(400, f'digest mismatch, expected "{expected}", got "{actual}"')
-        await asyncio.to_thread(store.commit_blob, tmp, expected, verify=False)
-    finally:
-        tmp.unlink(missing_ok=True)
+        await asyncio.to_thread(svc.store.add_blob_stream, chunks(), expected=expected,
+                                size_hint=int(length) if length and length.isdigit() else None)
+    except DigestMismatch as e:
+        raise ApiError(400, f'digest mismatch, expected "{e.expected}", got "{e.actual}"') from None
+    except InsufficientSpace as e:      # only here: a pull or create out of space answers 500
+        raise ApiError(507, str(e)) from None
 
 
 # -- create / pull: progress streams -------------------------------------------------------

@@ -12,39 +12,31 @@ import json
 import random
 import struct
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.api.errors import ApiError, openai_body, to_api_error
 from runtime.api.images import openai_content
-from runtime.api.inference import (
-    Instant,
-    Piece,
-    Run,
-    run_embed,
-    start_chat,
-    start_generate,
-)
+from runtime.api.inference import Instant, Piece, Run, run_embed, start
 from runtime.api.schemas import (
     ChatBody,
     EmbedBody,
     GenerateBody,
     Message,
+    number_field,
     parse_body,
-    read_json,
+    read_object,
 )
-from runtime.api.service import Service, unless_disconnected, watch_disconnect
+from runtime.api.service import Service
+from runtime.api.streaming import collect, sse_data, started, unless_disconnected
 from runtime.api.thinking import think_from_reasoning_effort
+from runtime.engine import Chunk
 from runtime.errors import LlmcrateError
 from runtime.names import parse_name
 
 FINGERPRINT = "fp_ollama"
-
-
-def _sse(obj: Any) -> bytes:
-    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 
 
 def _stops(value: Any) -> list[str] | None:
@@ -57,15 +49,6 @@ def _stops(value: Any) -> list[str] | None:
     raise ApiError(400, "invalid type for 'stop' field")
 
 
-def _number(body: dict[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"invalid type for '{key}' field")
-    return value
-
-
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     stops = _stops(body.get("stop"))
@@ -73,13 +56,13 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         opts["stop"] = stops
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if max_tokens is not None:
-        opts["num_predict"] = _number({"max_tokens": max_tokens}, "max_tokens")
-    temperature = _number(body, "temperature")
+        opts["num_predict"] = number_field({"max_tokens": max_tokens}, "max_tokens")
+    temperature = number_field(body, "temperature")
     opts["temperature"] = 1.0 if temperature is None else temperature
-    top_p = _number(body, "top_p")
+    top_p = number_field(body, "top_p")
     opts["top_p"] = 1.0 if not top_p else top_p
     for key in ("seed", "frequency_penalty", "presence_penalty"):
-        value = _number(body, key)
+        value = number_field(body, key)
         if value is not None:
             opts[key] = value
     return opts
@@ -168,10 +151,8 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
+        begun = time.perf_counter_ns()
+        raw = await read_object(request)
         stream = bool(raw.get("stream"))
         include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
         body = parse_body({"model": raw.get("model", ""), "tools": raw.get("tools") or None,
@@ -179,23 +160,23 @@ def router(svc: Service) -> APIRouter:
                            "think": reasoning_think(raw), **_logprob_fields(raw)},
                           ChatBody)
         body.messages = _messages(raw.get("messages"))
-        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         assert not isinstance(run, Instant)   # messages are never empty here
         cid = f"chatcmpl-{random.randrange(1000)}"
         created = int(time.time())
         model = body.model
         if not stream:
-            logprobs: list[dict[str, Any]] = []
-            text, calls, final, reasoning = await _collect(request, run, logprobs=logprobs)
-            finish = "tool_calls" if calls else final.done_reason
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if reasoning:
-                message["reasoning"] = reasoning
-            if calls:
-                message["tool_calls"] = _openai_calls(calls)
+            done = await collect(request.receive, run)
+            final = done.final
+            finish = "tool_calls" if done.tool_calls else final.done_reason
+            message: dict[str, Any] = {"role": "assistant", "content": done.text}
+            if done.thinking:
+                message["reasoning"] = done.thinking
+            if done.tool_calls:
+                message["tool_calls"] = _openai_calls(done.tool_calls)
             choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
             if body.logprobs:
-                choice["logprobs"] = {"content": logprobs}
+                choice["logprobs"] = {"content": done.logprobs}
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": FINGERPRINT, "choices": [choice],
@@ -210,44 +191,29 @@ def router(svc: Service) -> APIRouter:
             return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
                     "model": model, "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
-        pieces = await _started(run)
+        sent_calls = 0
 
-        async def events() -> AsyncIterator[bytes]:
-            sent_calls = 0
-            try:
-                async for piece in pieces:
-                    delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
-                    if piece.thinking:
-                        delta["reasoning"] = piece.thinking
-                    if piece.tool_calls:
-                        delta["tool_calls"] = _openai_calls(piece.tool_calls, sent_calls)
-                        sent_calls += len(piece.tool_calls)
-                    final = piece.final
-                    if final is None:
-                        yield _sse(chunk(delta, None, piece.logprobs))
-                        continue
-                    finish = "tool_calls" if sent_calls else final.done_reason
-                    yield _sse(chunk(delta, finish, piece.logprobs))
-                    if include_usage:
-                        last = chunk(delta, finish)
-                        last["choices"] = []
-                        last["usage"] = _usage(final.prompt_eval_count, final.eval_count)
-                        yield _sse(last)
-                yield b"data: [DONE]\n\n"
-            except Exception as e:  # noqa: BLE001 - headers are out: report in the stream
-                err = to_api_error(e)
-                yield _sse(openai_body(err.status, err.message))
-            finally:
-                run.cancel.set()
+        def chunks(piece: Piece) -> list[dict[str, Any]]:
+            nonlocal sent_calls
+            delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
+            if piece.thinking:
+                delta["reasoning"] = piece.thinking
+            if piece.tool_calls:
+                delta["tool_calls"] = _openai_calls(piece.tool_calls, sent_calls)
+                sent_calls += len(piece.tool_calls)
+            final = piece.final
+            if final is None:
+                return [chunk(delta, None, piece.logprobs)]
+            finish = "tool_calls" if sent_calls else final.done_reason
+            return [chunk(delta, finish, piece.logprobs),
+                    *([_usage_chunk(chunk(delta, finish), final)] if include_usage else [])]
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return await _event_stream(run, chunks)
 
     @r.post("/completions")
     async def completions(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
+        begun = time.perf_counter_ns()
+        raw = await read_object(request)
         prompt = raw.get("prompt", "")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -260,16 +226,17 @@ def router(svc: Service) -> APIRouter:
                            "stream": stream}, GenerateBody)
         if not body.prompt:
             raise ApiError(400, "prompt is required")
-        run = await unless_disconnected(request.receive, start_generate(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         assert not isinstance(run, Instant)
         cid = f"cmpl-{random.randrange(1000)}"
         model = body.model
         if not stream:
-            text, _, final, _ = await _collect(request, run)
+            done = await collect(request.receive, run)
+            final = done.final
             return JSONResponse({
                 "id": cid, "object": "text_completion", "created": int(time.time()),
                 "model": model, "system_fingerprint": FINGERPRINT,
-                "choices": [{"text": text, "index": 0, "finish_reason": final.done_reason}],
+                "choices": [{"text": done.text, "index": 0, "finish_reason": final.done_reason}],
                 "usage": _usage(final.prompt_eval_count, final.eval_count),
             })
 
@@ -278,26 +245,14 @@ def router(svc: Service) -> APIRouter:
                     "choices": [{"text": text, "index": 0, "finish_reason": finish}],
                     "model": model, "system_fingerprint": FINGERPRINT}
 
-        pieces = await _started(run)
+        def chunks(piece: Piece) -> list[dict[str, Any]]:
+            final = piece.final
+            first = chunk(piece.content, final.done_reason if final else None)
+            if final is None or not include_usage:
+                return [first]
+            return [first, _usage_chunk(chunk("", final.done_reason), final)]
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for piece in pieces:
-                    final = piece.final
-                    yield _sse(chunk(piece.content, final.done_reason if final else None))
-                    if final is not None and include_usage:
-                        last = chunk("", final.done_reason)
-                        last["choices"] = []
-                        last["usage"] = _usage(final.prompt_eval_count, final.eval_count)
-                        yield _sse(last)
-                yield b"data: [DONE]\n\n"
-            except Exception as e:  # noqa: BLE001
-                err = to_api_error(e)
-                yield _sse(openai_body(err.status, err.message))
-            finally:
-                run.cancel.set()
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return await _event_stream(run, chunks)
 
     @r.get("/models")
     async def models() -> dict[str, Any]:
@@ -308,16 +263,14 @@ def router(svc: Service) -> APIRouter:
 
     @r.get("/models/{model:path}")
     async def model(model: str) -> dict[str, Any]:
-        info = await svc.model_info(model, not_found=f'model "{model}" not found')
+        info = await svc.model_info(model)
         return {"id": model, "object": "model", "created": int(info.modified_at),
                 "owned_by": _owner(model)}
 
     @r.post("/embeddings")
     async def embeddings(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
+        begun = time.perf_counter_ns()
+        raw = await read_object(request)
         fmt = raw.get("encoding_format") or "float"
         if str(fmt).lower() not in ("float", "base64"):
             raise ApiError(400, f"Invalid value for 'encoding_format' = {fmt}. "
@@ -330,7 +283,7 @@ def router(svc: Service) -> APIRouter:
         dims = raw.get("dimensions")
         body = EmbedBody(model=str(raw.get("model", "")), input=inputs,
                          dimensions=dims if isinstance(dims, int) else None)
-        result = await unless_disconnected(request.receive, run_embed(svc, body, started=started))
+        result = await unless_disconnected(request.receive, run_embed(svc, body, started=begun))
         data = []
         for i, vec in enumerate(result.vectors):
             emb: Any = vec
@@ -361,23 +314,30 @@ def _model_obj(name: str, modified: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": _owner(name)}
 
 
-async def _started(run: Run) -> AsyncIterator[Piece]:
-    """Wait for the first piece before answering 200, so early failures get a real status
-    (and the generation thread is running, so its engine is always given back)."""
-    try:
-        first = await run.pieces.__anext__()
-    except StopAsyncIteration:
-        raise ApiError(500, "generation ended without output") from None
+async def _event_stream(run: Run, chunks: Callable[[Piece], list[dict[str, Any]]]
+                        ) -> Response:
+    """OpenAI's server-sent events for a run: ``chunks`` of each piece, then ``[DONE]``; an
+    error after the 200 went out becomes an error event."""
+    pieces = await started(run)
 
-    async def chained() -> AsyncIterator[Piece]:
+    async def events() -> AsyncIterator[bytes]:
         try:
-            yield first
-            async for piece in run.pieces:
-                yield piece
+            async for piece in pieces:
+                for obj in chunks(piece):
+                    yield sse_data(obj)
+            yield b"data: [DONE]\n\n"
+        except Exception as e:  # noqa: BLE001 - headers are out: report in the stream
+            err = to_api_error(e)
+            yield sse_data(openai_body(err.status, err.message))
         finally:
-            run.cancel.set()
+            await pieces.aclose()  # type: ignore[attr-defined]
 
-    return chained()
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _usage_chunk(chunk: dict[str, Any], final: Chunk) -> dict[str, Any]:
+    """``stream_options.include_usage``: a last chunk with no choices and the usage."""
+    return {**chunk, "choices": [], "usage": _usage(final.prompt_eval_count, final.eval_count)}
 
 
 def _logprob_fields(raw: dict[str, Any]) -> dict[str, Any]:
@@ -389,26 +349,3 @@ def _logprob_fields(raw: dict[str, Any]) -> dict[str, Any]:
     if top is not None and (isinstance(top, bool) or not isinstance(top, int)):
         raise ApiError(400, "invalid type for 'top_logprobs' field")
     return {"logprobs": bool(logprobs), "top_logprobs": int(top or 0) if logprobs else 0}
-
-
-async def _collect(request: Request, run: Run, *, logprobs: list[dict[str, Any]] | None = None
-                   ) -> tuple[str, list[dict[str, Any]], Any, str]:
-    watcher = asyncio.create_task(watch_disconnect(request.receive, run.cancel))
-    thinking: list[str] = []
-    parts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    final = None
-    try:
-        async for piece in run.pieces:
-            parts.append(piece.content)
-            thinking.append(piece.thinking)
-            if logprobs is not None:
-                logprobs.extend(piece.logprobs)
-            calls.extend(piece.tool_calls)
-            if piece.final is not None:
-                final = piece.final
-    finally:
-        watcher.cancel()
-    if final is None:
-        raise ApiError(500, "generation ended without a result")
-    return "".join(parts), calls, final, "".join(thinking)

@@ -18,16 +18,18 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.api.errors import ApiError, openai_body, to_api_error
-from runtime.api.inference import Instant, Piece, start_chat
-from runtime.api.openai import _collect, _started
-from runtime.api.schemas import ChatBody, Message, parse_body, read_json
-from runtime.api.service import Service, unless_disconnected
+from runtime.api.inference import Instant, Piece, start
+from runtime.api.schemas import (
+    ChatBody,
+    Message,
+    function_tool,
+    number_field,
+    parse_body,
+    read_object,
+)
+from runtime.api.service import Service
+from runtime.api.streaming import collect, sse_event, started, unless_disconnected
 from runtime.api.thinking import think_from_reasoning_effort
-
-
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return (f"event: {event}\ndata: "
-            f"{json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n").encode()
 
 
 def _text_of(content: Any, where: str) -> tuple[str, list[str]]:
@@ -118,9 +120,7 @@ def _tools(raw: Any) -> list[dict[str, Any]] | None:
     for t in raw:
         if not isinstance(t, dict) or t.get("type") != "function":
             raise ApiError(400, "only function tools are supported")
-        out.append({"type": "function", "function": {
-            "name": t.get("name", ""), "description": t.get("description") or "",
-            "parameters": t.get("parameters") or {"type": "object", "properties": {}}}})
+        out.append(function_tool(t.get("name", ""), t.get("description"), t.get("parameters")))
     return out
 
 
@@ -139,12 +139,9 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for key, name in (("temperature", "temperature"), ("top_p", "top_p"),
                       ("max_output_tokens", "num_predict")):
-        value = raw.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(400, f"invalid type for '{key}' field")
-        opts[name] = value
+        value = number_field(raw, key)
+        if value is not None:
+            opts[name] = value
     opts.setdefault("temperature", 1.0)
     opts.setdefault("top_p", 1.0)
     return opts
@@ -214,10 +211,8 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/responses")
     async def responses(request: Request) -> Response:
-        started = time.perf_counter_ns()
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
+        begun = time.perf_counter_ns()
+        raw = await read_object(request)
         if raw.get("previous_response_id") or raw.get("conversation"):
             raise ApiError(400, "previous_response_id and conversation are not supported: "
                                 "this server is stateless, send the whole input")
@@ -231,30 +226,32 @@ def router(svc: Service) -> APIRouter:
         body.messages = to_messages(raw)
         if not body.messages:
             raise ApiError(400, "input is required")
-        run = await unless_disconnected(request.receive, start_chat(svc, body, started=started))
+        run = await unless_disconnected(request.receive, start(svc, body, started=begun))
         assert not isinstance(run, Instant)
         shape = _Shape(raw, body.model)
         if not stream:
-            text, calls, final, thinking = await _collect(request, run)
+            done = await collect(request.receive, run)
+            final = done.final
             output: list[dict[str, Any]] = []
-            if thinking:
-                output.append(_reasoning_item("rs_" + shape.id[5:], thinking))
-            if calls:
-                output += [_call_item(f"fc_{shape.id[5:]}_{i}", c) for i, c in enumerate(calls)]
+            if done.thinking:
+                output.append(_reasoning_item("rs_" + shape.id[5:], done.thinking))
+            if done.tool_calls:
+                output += [_call_item(f"fc_{shape.id[5:]}_{i}", c)
+                           for i, c in enumerate(done.tool_calls)]
             else:
-                output.append(_message_item("msg_" + shape.id[5:], text))
+                output.append(_message_item("msg_" + shape.id[5:], done.text))
             out = shape.response("completed", output, _usage(final))
             if final.done_reason == "length":
                 out["status"] = "incomplete"
                 out["incomplete_details"] = {"reason": "max_output_tokens"}
             return JSONResponse(out)
-        pieces = await _started(run)
-        return StreamingResponse(_events(shape, pieces, run), media_type="text/event-stream")
+        pieces = await started(run)
+        return StreamingResponse(_events(shape, pieces), media_type="text/event-stream")
 
     return r
 
 
-async def _events(shape: _Shape, pieces: AsyncIterator[Piece], run: Any) -> AsyncIterator[bytes]:
+async def _events(shape: _Shape, pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
     """The Responses event stream for one run."""
     seq = 0
 
@@ -262,7 +259,7 @@ async def _events(shape: _Shape, pieces: AsyncIterator[Piece], run: Any) -> Asyn
         nonlocal seq
         data = {"type": kind, "sequence_number": seq, **data}
         seq += 1
-        return _sse(kind, data)
+        return sse_event(kind, data)
 
     done: list[dict[str, Any]] = []
     index = 0
@@ -356,6 +353,6 @@ async def _events(shape: _Shape, pieces: AsyncIterator[Piece], run: Any) -> Asyn
         failed = shape.response("failed", done, None)
         failed["error"] = {"code": "server_error", "message": err.message}
         yield ev("response.failed", response=failed)
-        yield _sse("error", {"type": "error", **openai_body(err.status, err.message)["error"]})
+        yield sse_event("error", {"type": "error", **openai_body(err.status, err.message)["error"]})
     finally:
-        run.cancel.set()
+        await pieces.aclose()  # type: ignore[attr-defined]

@@ -111,6 +111,24 @@ class CreateBody(_Body):
     stream: Optional[bool] = None
 
 
+def number_field(raw: dict[str, Any], key: str) -> float | None:
+    """A ``/v1`` request's numeric field (None when absent); 400 for anything but a number."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"invalid type for '{key}' field")
+    return value
+
+
+def function_tool(name: str, description: Any, parameters: Any) -> dict[str, Any]:
+    """A tool as a chat body carries it (Ollama's ``api.Tool``), from the ``/v1`` formats'
+    function tools (Anthropic's ``input_schema`` and OpenAI Responses' ``parameters``)."""
+    return {"type": "function", "function": {
+        "name": name, "description": description or "",
+        "parameters": parameters or {"type": "object", "properties": {}}}}
+
+
 B = TypeVar("B", bound=BaseModel)
 
 
@@ -133,6 +151,14 @@ async def read_json(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"invalid JSON in request body: {e}") from None
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object (the ``/v1`` routes read it as such)."""
+    raw = await read_json(request)
+    if not isinstance(raw, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return raw
 
 
 def parse_body(data: Any, model: type[B]) -> B:

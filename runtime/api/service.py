@@ -1,5 +1,8 @@
-"""What the routers share: model lookup, options, keep_alive, ``format`` checks, and running a
-generation on a runner process while the event loop streams its chunks.
+"""The domain side of the API: model lookup, options, keep_alive, ``format`` checks, runner
+slots, and running a generation on a runner process while the event loop streams its chunks.
+
+Everything here raises :mod:`runtime.errors` (``InvalidRequest``, ``ModelNotFound``, ...);
+the HTTP status each gets is decided in :func:`runtime.api.errors.status_for`.
 """
 from __future__ import annotations
 
@@ -12,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from runtime.api.errors import ApiError
 from runtime.config import Settings, parse_duration
 from runtime.engine import Chunk, LoadOptions
 from runtime.errors import (
     ConfigError,
     GGUFError,
-    InvalidName,
+    InvalidRequest,
     LlmcrateError,
     ModelNotFound,
 )
@@ -30,7 +32,6 @@ from runtime.scheduler import Lease, ModelRef, Scheduler
 from runtime.store import Store
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def gguf_facts(path: Path) -> GGUFFacts:
 
 
 @dataclass
-class Prepared:
-    """A request's model, merged options and lease, with its timing start."""
+class Slot:
+    """A runner slot leased for one request: its model, merged options and timing."""
 
     info: ModelInfo
     options: dict[str, Any]
@@ -73,6 +74,11 @@ class Prepared:
 
 
 class Service:
+    """The server's store, settings and scheduler, and the steps a request takes through them:
+    :meth:`model_info`, :meth:`options`, :meth:`acquire` (load options -> a runner slot),
+    :meth:`generate` and :meth:`stream`. :func:`runtime.api.inference.prepare` runs them in
+    order."""
+
     def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
         self.settings = settings
         self.store = store
@@ -80,18 +86,16 @@ class Service:
         self._infos: dict[str, tuple[tuple[int, int, int], ModelInfo]] = {}
 
     # -- models ------------------------------------------------------------------------------
-    async def model_info(self, name: str, *, not_found: str | None = None) -> ModelInfo:
-        """Resolve a model by name; ApiError 400 for a bad name, 404 when absent."""
+    async def model_info(self, name: str) -> ModelInfo:
+        """The stored model ``name`` names: InvalidRequest when it is missing, InvalidName when
+        it breaks the naming rules, ModelNotFound (with the name as the request wrote it)."""
         if not name:
-            raise ApiError(400, "model is required")
-        try:
-            parse_name(name)
-        except InvalidName as e:
-            raise ApiError(400, str(e)) from None
+            raise InvalidRequest("model is required", field="model")
+        parse_name(name)
         try:
             return await asyncio.to_thread(self._cached_info, name)
         except ModelNotFound:
-            raise ApiError(404, not_found or f'model "{name}" not found') from None
+            raise ModelNotFound(name) from None
 
     def _cached_info(self, name: str) -> ModelInfo:
         """load_model_info, reread only when the manifest file changes (a stat per request)."""
@@ -121,12 +125,13 @@ class Service:
         return merged
 
     def keep_alive(self, value: Any) -> float | None:
+        """A request's ``keep_alive`` in seconds (None: the server's default)."""
         if value is None or value == "":
             return None
         try:
             return parse_duration(value, key="keep_alive")
         except ConfigError as e:
-            raise ApiError(400, str(e)) from None
+            raise InvalidRequest(str(e), field="keep_alive") from None
 
     def model_ref(self, info: ModelInfo, options: dict[str, Any], *, embedding: bool) -> ModelRef:
         # like Ollama's llm server: a num_ctx beyond what the model was trained on is clamped
@@ -146,24 +151,28 @@ class Service:
         return ModelRef(name=info.name.display, digest=info.digest, load=load,
                         details=dict(info.details))
 
-    async def prepare(self, info: ModelInfo, options: dict[str, Any], keep_alive: Any, *,
-                      started: int, embedding: bool = False) -> Prepared:
+    async def acquire(self, info: ModelInfo, options: dict[str, Any], keep_alive: float | None,
+                      *, started: int, embedding: bool = False) -> Slot:
+        """A runner slot for ``info`` loaded with ``options`` (waiting in the queue if need be)."""
         ref = self.model_ref(info, options, embedding=embedding)
-        lease = await self.scheduler.acquire(ref, keep_alive=self.keep_alive(keep_alive))
-        return Prepared(info=info, options=options, lease=lease, started=started,
-                        loaded=time.perf_counter_ns())
+        lease = await self.scheduler.acquire(ref, keep_alive=keep_alive)
+        return Slot(info=info, options=options, lease=lease, started=started,
+                    loaded=time.perf_counter_ns())
+
+    def release(self, slot: Slot) -> None:
+        self.scheduler.release(slot.lease)
 
     # -- generation --------------------------------------------------------------------------
-    async def start(self, prepared: Prepared, prompt: str | list[int], *, fmt: Any,
-                    logprobs: bool = False, top_logprobs: int = 0,
-                    images: list[str] | None = None) -> Generation:
+    async def generate(self, slot: Slot, prompt: str | list[int], *, fmt: Any,
+                       logprobs: bool = False, top_logprobs: int = 0,
+                       images: list[str] | None = None) -> Generation:
         """Hand the prompt to the leased runner; returns once the runner accepted it (prompt
         tokenized, sampler and ``format`` grammar built), so such errors precede any answer."""
-        return await prepared.lease.engine.generate(
-            prompt, prepared.options, fmt=fmt, logprobs=logprobs, top_logprobs=top_logprobs,
+        return await slot.lease.engine.generate(
+            prompt, slot.options, fmt=fmt, logprobs=logprobs, top_logprobs=top_logprobs,
             images=images)
 
-    async def stream(self, prepared: Prepared, gen: Generation, cancel: CancelToken
+    async def stream(self, slot: Slot, gen: Generation, cancel: CancelToken
                      ) -> AsyncIterator[Chunk]:
         """Yield the generation's chunks; release the slot at the end.
 
@@ -177,10 +186,7 @@ class Service:
                 yield chunk
         finally:
             cancel.set()
-            self.scheduler.release(prepared.lease)
-
-    def release(self, prepared: Prepared) -> None:
-        self.scheduler.release(prepared.lease)
+            self.release(slot)
 
 
 class CancelToken:
@@ -210,7 +216,7 @@ class CancelToken:
 
 def check_format(fmt: Any) -> Any:
     """Ollama's ``format``: "json" or a JSON schema object (also as JSON text). Returns what
-    the runner turns into a grammar ("json", a dict, or None); 400 for anything else."""
+    the runner turns into a grammar ("json", a dict, or None); InvalidRequest for anything else."""
     if fmt is None or fmt == "" or fmt == {}:
         return None
     if isinstance(fmt, str):
@@ -219,67 +225,9 @@ def check_format(fmt: Any) -> Any:
         try:
             fmt = json.loads(fmt)
         except ValueError:
-            raise ApiError(400, f'invalid format: "{fmt}"; expected "json" or a JSON schema') from None
+            raise InvalidRequest(f'invalid format: "{fmt}"; expected "json" or a JSON schema',
+                                 field="format") from None
     if not isinstance(fmt, dict):
-        raise ApiError(400, 'invalid format: expected "json" or a JSON schema object')
+        raise InvalidRequest('invalid format: expected "json" or a JSON schema object',
+                             field="format")
     return fmt
-
-
-def now_iso() -> str:
-    """Go's time.Now().UTC() as encoding/json writes it (RFC 3339, nanosecond precision)."""
-    t = time.time_ns()
-    secs, ns = divmod(t, 1_000_000_000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    frac = f"{ns:09d}".rstrip("0")
-    return f"{base}.{frac}Z" if frac else f"{base}Z"
-
-
-def metrics(chunk: Chunk, prepared: Prepared) -> dict[str, Any]:
-    """The final object's counters, in nanoseconds."""
-    return {
-        "total_duration": time.perf_counter_ns() - prepared.started,
-        "load_duration": prepared.load_duration,
-        "prompt_eval_count": chunk.prompt_eval_count,
-        "prompt_eval_duration": chunk.prompt_eval_duration,
-        "eval_count": chunk.eval_count,
-        "eval_duration": chunk.eval_duration,
-    }
-
-
-async def watch_disconnect(receive: Callable[[], Any], cancel: CancelToken) -> None:
-    """Set ``cancel`` when the client goes away (for answers that are not streamed)."""
-    while not cancel.is_set():
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            cancel.set()
-            return
-
-
-async def unless_disconnected(receive: Callable[[], Any], work: Any) -> Any:
-    """Await ``work`` (e.g. waiting in the queue for a model), abandoning it if the client
-    disconnects first: a request nobody waits for must not hold a queue place or a slot."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except BaseException:  # noqa: BLE001 - cancelled on purpose
-        pass
-    raise ApiError(499, "client disconnected")
-
-
-async def _disconnected(receive: Callable[[], Any]) -> None:
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            return
-

@@ -41,6 +41,27 @@ def test_table_matches_ollama() -> None:
             assert isinstance(value, OPTION_TYPES[name]), name
 
 
+def test_engine_dataclass_defaults_come_from_the_table() -> None:
+    """SamplingOptions and LoadOptions repeat no default: each equals the options table's."""
+    import dataclasses
+    from pathlib import Path
+
+    from runtime.engine import LoadOptions, SamplingOptions
+    from runtime.options import SAMPLER_DEFAULTS
+
+    table = {**DEFAULT_OPTIONS, **SAMPLER_DEFAULTS}
+    for f in dataclasses.fields(SamplingOptions):
+        expected = tuple(table[f.name]) if f.name == "stop" else table[f.name]
+        assert f.default == expected, f.name
+    assert set(SAMPLER_DEFAULTS) <= DEPRECATED_OPTIONS
+    load = LoadOptions(model_path=Path("m.gguf"))
+    assert (load.n_ctx, load.n_batch, load.n_gpu_layers, load.main_gpu) == (
+        table["num_ctx"], table["num_batch"], table["num_gpu"], table["main_gpu"])
+    assert load.n_threads is None and table["num_thread"] == 0      # 0: llama.cpp decides
+    assert load.use_mmap is True and table["use_mmap"] is None      # None: the engine's default
+    assert LoadOptions.from_options(model_path=Path("m.gguf"), options={}) == load
+
+
 def test_default_options_are_fresh_copies() -> None:
     a = default_options()
     a["stop"].append("x")

@@ -157,7 +157,7 @@ def create(name: str, modelfile: str) -> None:
         from runtime.create import create_model
 
         create_model(_store(), name, mf, base_dir=base_dir,
-                     progress=lambda s: click.echo(s, err=True))
+                     progress=lambda e: click.echo(e.status, err=True))
         return
     # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
     from runtime.create import check_template, resolve_sources

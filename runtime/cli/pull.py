@@ -1,16 +1,14 @@
-"""``llmcrate pull``: registry names through :mod:`runtime.registry`; ``hf.co/…`` and ``hf://…``
-through :mod:`bundler.huggingface` (online host only, imported lazily)."""
+"""``llmcrate pull``: a reference resolved by :mod:`runtime.sources` (Ollama registries here;
+``hf.co/…`` and ``hf://…`` through the Hugging Face puller bundler registers on the online host)."""
 from __future__ import annotations
 
 import click
 
+from runtime import sources
 from runtime.config import load_settings
 from runtime.download import PullSettings, parse_rate
-from runtime.errors import LlmcrateError
 from runtime.progress import StatusPrinter
 from runtime.store import Store
-
-_HF_PREFIXES = ("hf.co/", "huggingface.co/", "hf://")
 
 
 @click.command()
@@ -29,38 +27,32 @@ def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
     the store the server uses; with no server, or with --parts/--limit-rate, they run here on
     OLLAMA_MODELS. Hugging Face pulls always run here (online host)."""
     settings = load_settings()
-    if not model.lower().startswith(_HF_PREFIXES) and not (parts or limit_rate or revision):
+    ref = sources.resolve(model)
+    if ref.source == sources.OLLAMA:
+        if revision:
+            raise click.UsageError("--revision applies to Hugging Face pulls")
+    elif insecure or parts or limit_rate:
+        raise click.UsageError("--insecure, --parts and --limit-rate apply to registry pulls")
+    if ref.source == sources.OLLAMA and not (parts or limit_rate):
         from runtime.client import connect
+        from runtime.progress import ProgressEvent
 
         client = connect(settings)
         if client is not None:
             printer = StatusPrinter()
             try:
-                for event in client.pull(model, insecure=insecure):
-                    printer(event)
+                for obj in client.pull(ref.name, insecure=insecure):
+                    printer(ProgressEvent.from_json(obj))
             finally:
                 printer.close()
                 client.close()
             return
-    store = Store(settings.models_dir)
+    pull_settings = PullSettings.from_env(
+        max_parts=parts, bandwidth_limit=parse_rate(limit_rate) if limit_rate else None) \
+        if ref.source == sources.OLLAMA else None
+    options = sources.PullOptions(insecure=insecure, revision=revision, settings=pull_settings)
     printer = StatusPrinter()
     try:
-        if model.lower().startswith(_HF_PREFIXES):
-            if insecure or parts or limit_rate:
-                raise click.UsageError("--insecure, --parts and --limit-rate apply to registry pulls")
-            try:
-                from bundler.huggingface import pull_hf
-            except ImportError as e:
-                raise LlmcrateError("Hugging Face pulls need the online host's extras",
-                                    hint="pip install 'llmcrate[online]' (huggingface_hub)") from e
-            pull_hf(store, model, revision=revision, progress=printer)
-        else:
-            if revision:
-                raise click.UsageError("--revision applies to Hugging Face pulls")
-            from runtime.registry import pull_model
-
-            pull_settings = PullSettings.from_env(
-                max_parts=parts, bandwidth_limit=parse_rate(limit_rate) if limit_rate else None)
-            pull_model(store, model, insecure=insecure, progress=printer, settings=pull_settings)
+        sources.pull(Store(settings.models_dir), ref, progress=printer, options=options)
     finally:
         printer.close()

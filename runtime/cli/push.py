@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from runtime.config import load_settings
-from runtime.progress import StatusPrinter
+from runtime.progress import ProgressEvent, StatusPrinter
 from runtime.store import Store
 
 
@@ -27,8 +27,8 @@ def push(model: str, insecure: bool) -> None:
         client = connect(settings)
         if client is not None:
             try:
-                for event in client.push(model, insecure=insecure):
-                    printer(event)
+                for obj in client.push(model, insecure=insecure):
+                    printer(ProgressEvent.from_json(obj))
             finally:
                 client.close()
             return

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from runtime import sources
+from runtime.cli.backend import open_backend
 from runtime.config import load_settings
 from runtime.download import PullSettings, parse_rate
 from runtime.progress import StatusPrinter
-from runtime.store import Store
 
 
 @click.command()
@@ -26,33 +26,20 @@ def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
     Registry pulls go through the running server (as `ollama pull` does), so the model lands in
     the store the server uses; with no server, or with --parts/--limit-rate, they run here on
     OLLAMA_MODELS. Hugging Face pulls always run here (online host)."""
-    settings = load_settings()
     ref = sources.resolve(model)
-    if ref.source == sources.OLLAMA:
-        if revision:
-            raise click.UsageError("--revision applies to Hugging Face pulls")
-    elif insecure or parts or limit_rate:
+    registry = ref.source == sources.OLLAMA
+    if registry and revision:
+        raise click.UsageError("--revision applies to Hugging Face pulls")
+    if not registry and (insecure or parts or limit_rate):
         raise click.UsageError("--insecure, --parts and --limit-rate apply to registry pulls")
-    if ref.source == sources.OLLAMA and not (parts or limit_rate):
-        from runtime.client import connect
-        from runtime.progress import ProgressEvent
-
-        client = connect(settings)
-        if client is not None:
-            printer = StatusPrinter()
-            try:
-                for obj in client.pull(ref.name, insecure=insecure):
-                    printer(ProgressEvent.from_json(obj))
-            finally:
-                printer.close()
-                client.close()
-            return
-    pull_settings = PullSettings.from_env(
-        max_parts=parts, bandwidth_limit=parse_rate(limit_rate) if limit_rate else None) \
-        if ref.source == sources.OLLAMA else None
-    options = sources.PullOptions(insecure=insecure, revision=revision, settings=pull_settings)
+    tuned = bool(parts or limit_rate)      # the server would pull with its own settings
+    settings = PullSettings.from_env(max_parts=parts, bandwidth_limit=parse_rate(limit_rate)
+                                     if limit_rate else None) if tuned else None
+    options = sources.PullOptions(insecure=insecure, revision=revision, settings=settings)
+    here = not registry or tuned
     printer = StatusPrinter()
     try:
-        sources.pull(Store(settings.models_dir), ref, progress=printer, options=options)
+        with open_backend(load_settings(), prefer="store" if here else "server") as backend:
+            backend.pull(ref, options=options, progress=printer)
     finally:
         printer.close()

@@ -169,7 +169,7 @@ def resolve_hf(ref: str | ModelName | HFFileRef, *, revision: str | None = None)
     if isinstance(parsed, HFFileRef):
         repo_id, wanted_file, quant = parsed.repo_id, parsed.filename, None
         revision = revision or parsed.revision
-    elif isinstance(parsed, ModelName) and parsed.host.lower() == HF_HOST:
+    elif isinstance(parsed, ModelName) and parsed.is_huggingface:
         repo_id, wanted_file = f"{parsed.namespace}/{parsed.model}", None
         quant = DEFAULT_QUANT if parsed.tag.lower() == "latest" else parsed.tag
     else:

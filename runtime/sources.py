@@ -1,9 +1,9 @@
 """Where models are pulled from: one resolved reference type and a puller per source.
 
-    resolve("qwen2.5:0.5b")                  -> SourceRef("ollama", "registry.ollama.ai/library/qwen2.5:0.5b", ModelName)
-    resolve("10.0.0.5:5000/team/m:v1")       -> SourceRef("ollama", ...)           (a private registry)
-    resolve("hf.co/user/Repo-GGUF:Q8_0")     -> SourceRef("huggingface", "hf.co/user/Repo-GGUF:Q8_0", ModelName)
-    resolve("hf://user/repo/file.gguf@rev")  -> SourceRef("huggingface", ..., HFFileRef)
+    resolve("qwen2.5:0.5b")              -> SourceRef("ollama", "registry.ollama.ai/library/qwen2.5:0.5b", ModelName)
+    resolve("10.0.0.5:5000/team/m:v1")   -> SourceRef("ollama", ...)        (a private registry)
+    resolve("hf.co/user/Repo-GGUF:Q8_0") -> SourceRef("huggingface", "hf.co/user/Repo-GGUF:Q8_0", ModelName)
+    resolve("hf://user/repo/f.gguf@rev") -> SourceRef("huggingface", ..., HFFileRef)
 
     pull(store, resolve(text), progress=..., options=PullOptions(...)) -> Manifest
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from runtime.errors import SourceUnavailable
-from runtime.names import HF_HOST, HFFileRef, ModelName, parse_name
+from runtime.names import HFFileRef, ModelName, parse_name
 
 if TYPE_CHECKING:
     from runtime.download import PullSettings
@@ -174,7 +174,7 @@ def resolve(text: str, *, available: bool = True) -> SourceRef:
     else:
         name = parse_name(text)
         canonical = f"{name.scheme}://{name}" if name.scheme else str(name)
-        source = HUGGINGFACE if name.host.lower() == HF_HOST else OLLAMA
+        source = HUGGINGFACE if name.is_huggingface else OLLAMA
         ref = SourceRef(source, canonical, name)
     if available:
         get_puller(ref.source)

@@ -63,6 +63,7 @@ USAGE_PARAMETERS = """Available Parameters:
 
 """
 
+
 def parse_parameter(name: str, values: list[str]) -> Any:
     """Convert ``/set parameter NAME VALUE...`` to the option's type (the Modelfile's rules);
     ``OptionError`` (a ValueError) says why not. List options such as ``stop`` take every value."""

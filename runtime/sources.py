@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from runtime.errors import SourceUnavailable
-from runtime.names import HFFileRef, ModelName, parse_name
+from runtime.names import HFFileRef, ModelName, parse_name, parse_reference
 
 if TYPE_CHECKING:
     from runtime.download import PullSettings
@@ -165,9 +165,7 @@ def resolve(text: str, *, available: bool = True) -> SourceRef:
         InvalidName: the reference breaks its source's rules (an unknown ``scheme://`` too).
         SourceUnavailable: with ``available``, when the source has no usable puller here.
     """
-    if text[:5].lower() == "hf://":
-        from runtime.names import parse_reference
-
+    if text[:5].lower() == "hf://":           # names.py's syntax: the one scheme that is not a registry's
         file_ref = parse_reference(text)
         assert isinstance(file_ref, HFFileRef)
         ref = SourceRef(HUGGINGFACE, str(file_ref), file_ref)

@@ -21,13 +21,14 @@ is written (last).
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bundler.chat_templates import choose_template
 from runtime.create import config_for, json_layer, text_layer
@@ -42,6 +43,8 @@ from runtime.errors import (
 from runtime.gguf_info import read_gguf_info
 from runtime.gojson import go_json
 from runtime.names import HF_HOST, HFFileRef, ModelName, parse_name, parse_reference
+from runtime.progress import ProgressCallback, ProgressEvent
+from runtime.sources import PullOptions, SourceRef
 from runtime.store import (
     MEDIA_CONFIG,
     MEDIA_LICENSE,
@@ -54,11 +57,10 @@ from runtime.store import (
     Store,
 )
 
-__all__ = ["DEFAULT_QUANT", "HfSource", "choose_projector", "pull_hf", "resolve_hf", "quant_of"]
+__all__ = ["DEFAULT_QUANT", "HfSource", "HuggingFacePuller", "choose_projector", "pull_hf", "puller",
+           "resolve_hf", "quant_of"]
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[dict[str, Any]], None]
 
 DEFAULT_QUANT = "Q4_K_M"
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -159,19 +161,19 @@ def _hub_error(e: Exception, repo_id: str, what: str) -> LlmcrateError:
     return RegistryError(f"{host}: {what} of {repo_id} failed: {type(e).__name__}: {e}", host=host)
 
 
-def resolve_hf(ref: str, *, revision: str | None = None) -> HfSource:
+def resolve_hf(ref: str | ModelName | HFFileRef, *, revision: str | None = None) -> HfSource:
     """Look ``ref`` up on the Hub: which files, at which commit, under which store name."""
     from huggingface_hub import HfApi
 
-    parsed = parse_reference(ref)
+    parsed = parse_reference(ref) if isinstance(ref, str) else ref
     if isinstance(parsed, HFFileRef):
         repo_id, wanted_file, quant = parsed.repo_id, parsed.filename, None
         revision = revision or parsed.revision
-    elif isinstance(parsed, ModelName) and parsed.host.lower() == HF_HOST:
+    elif isinstance(parsed, ModelName) and parsed.is_huggingface:
         repo_id, wanted_file = f"{parsed.namespace}/{parsed.model}", None
         quant = DEFAULT_QUANT if parsed.tag.lower() == "latest" else parsed.tag
     else:
-        raise InvalidName(ref, "not a Hugging Face reference (hf.co/<user>/<repo>[:<quant>] or "
+        raise InvalidName(str(ref), "not a Hugging Face reference (hf.co/<user>/<repo>[:<quant>] or "
                                "hf://<user>/<repo>/<file>.gguf)")
     api = HfApi(endpoint=_endpoint(), token=_token())
     try:
@@ -238,8 +240,8 @@ def resolve_hf(ref: str, *, revision: str | None = None) -> HfSource:
                     license=license_id, quant=file_quant)
 
 
-def _forwarding_tqdm(emit: Progress, status: str, digest: str) -> type:
-    """A tqdm class for ``hf_hub_download`` that reports Ollama-style progress dicts."""
+def _forwarding_tqdm(emit: ProgressCallback, status: str, digest: str) -> type:
+    """A tqdm class for ``hf_hub_download`` that reports Ollama-style progress events."""
     from tqdm import tqdm
 
     class _Forward(tqdm):  # type: ignore[misc]
@@ -256,13 +258,13 @@ def _forwarding_tqdm(emit: Progress, status: str, digest: str) -> type:
 
         def _emit(self) -> None:
             if self.total:
-                emit({"status": status, "digest": digest, "total": int(self.total),
-                      "completed": int(self.n)})
+                emit(ProgressEvent(status, digest=digest, total=int(self.total),
+                                   completed=int(self.n)))
 
     return _Forward
 
 
-def _download(src: HfSource, filename: str, emit: Progress) -> Path:
+def _download(src: HfSource, filename: str, emit: ProgressCallback) -> Path:
     from huggingface_hub import hf_hub_download
 
     sha = src.sha256.get(filename)
@@ -277,19 +279,20 @@ def _download(src: HfSource, filename: str, emit: Progress) -> Path:
     return Path(str(path))
 
 
-def pull_hf(store: Store, ref: str, *, revision: str | None = None,
-            progress: Progress | None = None, name: str | ModelName | None = None) -> Manifest:
+def pull_hf(store: Store, ref: str | ModelName | HFFileRef, *, revision: str | None = None,
+            progress: ProgressCallback | None = None,
+            name: str | ModelName | None = None) -> Manifest:
     """Pull a Hugging Face GGUF into ``store`` as an Ollama-style model; return its manifest.
 
     Args:
         store: the model store to fill.
         ref: ``hf.co/<user>/<repo>[:<quant>]`` or ``hf://<user>/<repo>/<file>.gguf[@rev]``.
         revision: a branch, tag or commit to pin (default: the ref's, else ``main``).
-        progress: receives Ollama ``/api/pull``-style status dicts.
+        progress: receives Ollama ``/api/pull``-style progress events.
         name: store the model under this name instead of the one derived from ``ref``.
     """
-    emit = progress or (lambda _d: None)
-    emit({"status": "pulling manifest"})
+    emit: ProgressCallback = progress or (lambda _e: None)
+    emit(ProgressEvent("pulling manifest"))
     src = resolve_hf(ref, revision=revision)
     needed = sum(src.sizes.values())
     if needed:
@@ -299,7 +302,7 @@ def pull_hf(store: Store, ref: str, *, revision: str | None = None,
     local: dict[str, Path] = {}
     for f in src.files + ([src.projector] if src.projector else []):
         local[f] = _download(src, f, emit)
-    emit({"status": "verifying sha256 digest"})
+    emit(ProgressEvent("verifying sha256 digest"))
     for f, path in local.items():
         blob = store.add_blob_file(path)
         expected = src.sha256.get(f)
@@ -336,9 +339,32 @@ def pull_hf(store: Store, ref: str, *, revision: str | None = None,
                           "files": list(local), "template": choice.family if choice else None}
     cblob = store.add_blob_bytes(go_json(config, sort_keys=False, newline=True))
     manifest = Manifest.build(config=Layer(MEDIA_CONFIG, cblob.digest, cblob.size), layers=layers)
-    emit({"status": "writing manifest"})
+    emit(ProgressEvent("writing manifest"))
     target = src.name if name is None else (name if isinstance(name, ModelName) else parse_name(name))
     stored = store.write_manifest(target, manifest.raw)
-    emit({"status": "success"})
+    emit(ProgressEvent("success"))
     return stored
 
+
+
+class HuggingFacePuller:
+    """The ``huggingface`` source of :mod:`runtime.sources` (``hf.co/…`` and ``hf://…``)."""
+
+    def pull(self, store: Store, ref: SourceRef, *, progress: ProgressCallback | None = None,
+             options: PullOptions | None = None) -> Manifest:
+        assert isinstance(ref.parts, (ModelName, HFFileRef))
+        options = options or PullOptions()
+        return pull_hf(store, ref.parts, revision=options.revision, progress=progress,
+                       name=options.name)
+
+
+def puller() -> HuggingFacePuller:
+    """The ``llmcrate.sources`` entry point: the puller, when huggingface_hub is installed.
+
+    Raises:
+        ModuleNotFoundError: without huggingface_hub (the air-gapped target), so
+            :func:`runtime.sources.resolve` says to pull on the online host.
+    """
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise ModuleNotFoundError("huggingface_hub is not installed", name="huggingface_hub")
+    return HuggingFacePuller()

@@ -30,7 +30,8 @@ from bundler import wheels as wh
 from bundler.spec import BundleSpec, ModelSpec
 from runtime import __version__
 from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
-from runtime.names import HFFileRef, parse_name, parse_reference
+from runtime.names import ModelName, parse_name
+from runtime.sources import HUGGINGFACE, PullOptions, SourceRef, pull, resolve
 from runtime.store import MEDIA_LICENSE, Manifest, Store
 from runtime.verify import BUNDLE_FORMAT, BUNDLE_JSON
 
@@ -95,34 +96,32 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
         for ins in [i for i in mf.instructions if i.command == "from"]:
             for other in spec.models:
                 if other.ref and _same(other.target, ins.args.strip()):
-                    source = parse_reference(other.ref)
+                    source = resolve(other.ref, available=False)
                     # Hugging Face models are stored under their target name already
-                    ins.args = other.target if isinstance(source, HFFileRef) or source.host == "hf.co" \
-                        else str(source)  # type: ignore[union-attr]
+                    ins.args = other.target if source.source == HUGGINGFACE else str(source.parts)
         froms = [i.args for i in mf.instructions if i.command == "from"]
         mf.from_ = froms[-1] if froms else mf.from_
         say(f"creating {m.target} from {m.modelfile}")
         create_model(store, m.target, mf, base_dir=m.modelfile.parent)
         return store.resolve(m.target)
     assert m.ref is not None
-    ref = parse_reference(m.ref)
-    if isinstance(ref, HFFileRef) or ref.host == "hf.co":  # type: ignore[union-attr]
-        # Hugging Face through huggingface_hub (online-only: imported when a spec asks for it);
-        # stored under the target name, so a later build finds it without the network
-        try:
-            return store.resolve(m.target)
-        except ModelNotFound:
-            pass
-        from bundler.huggingface import pull_hf
-        say(f"pulling {m.ref}")
-        return pull_hf(store, m.ref, name=m.target)
+    ref = resolve(m.ref, available=False)
+    local = _store_name(ref, m.target)
     try:
-        return store.resolve(ref)  # type: ignore[arg-type]
+        return store.resolve(local)  # in the store already: no network
     except ModelNotFound:
         pass
-    from runtime.registry import pull_model
     say(f"pulling {m.ref}")
-    return pull_model(store, ref, insecure=m.insecure)  # type: ignore[arg-type]
+    return pull(store, ref, options=PullOptions(insecure=m.insecure, name=local))
+
+
+def _store_name(ref: SourceRef, target: str) -> ModelName:
+    """Where a pulled model lives in the store. Hugging Face pulls go under the bundle's target
+    name (what an ``hf://`` file is called depends on the file the Hub resolves), so a later
+    build finds them without the network; registry models keep their own name."""
+    if ref.source == HUGGINGFACE or not isinstance(ref.parts, ModelName):
+        return parse_name(target)
+    return ref.parts
 
 
 def _same(a: str, b: str) -> bool:

@@ -148,9 +148,10 @@ def build_llmcrate_wheel(out_dir: Path, *, epoch: int, repo: Path = REPO) -> Pat
     files.append((f"{dist_info}/METADATA", ("\n".join(meta) + "\n\n" + body).encode(), 0o644))
     files.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: llmcrate-bundler\n"
                   b"Root-Is-Purelib: true\nTag: py3-none-any\n", 0o644))
-    scripts = project.get("scripts", {})
-    if scripts:
-        eps = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in sorted(scripts.items()))
+    groups = {"console_scripts": project.get("scripts", {}), **project.get("entry-points", {})}
+    eps = "\n".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in sorted(entries.items()))
+                    for group, entries in sorted(groups.items()) if entries)
+    if eps:
         files.append((f"{dist_info}/entry_points.txt", eps.encode(), 0o644))
     for lf in ("LICENSE", "LICENSE.txt", "NOTICE"):
         if (repo / lf).is_file():

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from runtime.errors import (
     GGUFError,
@@ -32,6 +32,7 @@ from runtime.gguf_info import GGUFInfo, read_gguf_info
 from runtime.gojson import go_json
 from runtime.modelfile import Modelfile
 from runtime.names import ModelName, parse_name
+from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.store import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -48,9 +49,6 @@ from runtime.store import (
 )
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
-
 
 @dataclass
 class CreateRequest:
@@ -118,9 +116,9 @@ def template_layer_text(given: str | None, gguf: GGUFInfo | None, *, detect: boo
     return None, False, []
 
 
-def _progress(cb: Progress | None, status: str) -> None:
+def _progress(cb: ProgressCallback | None, status: str) -> None:
     if cb is not None:
-        cb(status)
+        cb(ProgressEvent(status))
 
 
 def config_for(info: GGUFInfo | None, base: dict[str, Any] | None, *, requires: str | None,
@@ -180,7 +178,7 @@ def is_projector(info: GGUFInfo) -> bool:
             or any(str(k).startswith("clip.") for k in info.kv))
 
 
-def _gguf_layer(store: Store, digest: str, source: str, progress: Progress | None,
+def _gguf_layer(store: Store, digest: str, source: str, progress: ProgressCallback | None,
                 *, media: str | None = None) -> tuple[Layer, GGUFInfo]:
     _progress(progress, "parsing GGUF")
     path = store.blob_path(digest)
@@ -195,7 +193,7 @@ def _gguf_layer(store: Store, digest: str, source: str, progress: Progress | Non
 
 
 def create_from_request(store: Store, name: str | ModelName, req: CreateRequest, *,
-                        progress: Progress | None = None) -> Manifest:
+                        progress: ProgressCallback | None = None) -> Manifest:
     """Build a model's layers from ``req`` and write its manifest (last)."""
     import json
 
@@ -366,7 +364,7 @@ def resolve_sources(modelfile: Modelfile, base_dir: Path) -> Sources:
     return out
 
 
-def _blob_from_file(store: Store, path: Path, progress: Progress | None) -> str:
+def _blob_from_file(store: Store, path: Path, progress: ProgressCallback | None) -> str:
     from runtime.gguf_info import check_magic
 
     check_magic(path)
@@ -376,7 +374,7 @@ def _blob_from_file(store: Store, path: Path, progress: Progress | None) -> str:
 
 
 def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, base_dir: Path,
-                 progress: Progress | None = None) -> Manifest:
+                 progress: ProgressCallback | None = None) -> Manifest:
     """``llmcrate create NAME -f Modelfile`` on the local store.
 
     Args:
@@ -384,7 +382,7 @@ def create_model(store: Store, name: str | ModelName, modelfile: Modelfile, *, b
         name: the new model's name.
         modelfile: the parsed Modelfile.
         base_dir: the Modelfile's folder (relative FROM/ADAPTER paths resolve against it).
-        progress: called with Ollama-style status lines.
+        progress: receives Ollama-style status events.
     """
     target = name if isinstance(name, ModelName) else parse_name(name)
     check_template(modelfile.template)

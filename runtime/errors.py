@@ -10,6 +10,7 @@
     ├── InsufficientSpace(path, needed, free)
     ├── RegistryError(host, reason)    network / protocol failures
     │   └── AuthError
+    ├── SourceUnavailable(source)      a model source this install cannot pull from (hf.co/… offline)
     ├── TemplateError(msg, pos)        prompt template parse / execution errors
     ├── EngineError                    a model that cannot load or run
     ├── ImageError(reason)             an image in a request cannot be used (HTTP 400)
@@ -110,6 +111,14 @@ class RegistryError(LlmcrateError):
 
 class AuthError(RegistryError):
     pass
+
+
+class SourceUnavailable(LlmcrateError):
+    """A reference names a model source whose puller is not installed here (runtime.sources)."""
+
+    def __init__(self, source: str, message: str, *, hint: str | None = None) -> None:
+        self.source = source
+        super().__init__(message, hint=hint)
 
 
 class TemplateError(LlmcrateError):

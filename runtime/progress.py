@@ -1,4 +1,4 @@
-"""The one tqdm wrapper: render Ollama ``/api/pull``-style status dicts like ``ollama pull``.
+"""The one tqdm wrapper: render Ollama ``/api/pull``-style progress events like ``ollama pull``.
 
     pulling manifest
     pulling 065d7a8005f2: 100%|██████████| 2.15G/2.15G [00:03<00:00, 640MB/s]
@@ -38,13 +38,24 @@ class ProgressEvent:
                 out[key] = value
         return out
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ProgressEvent:
+        """An event from an ``/api/pull``-style NDJSON object (what the server streams)."""
+        def number(key: str) -> int | None:
+            value = obj.get(key)
+            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        digest = obj.get("digest")
+        return cls(str(obj.get("status") or ""), digest=str(digest) if digest else None,
+                   total=number("total"), completed=number("completed"))
+
 
 ProgressCallback = Callable[[ProgressEvent], None]
 """What every library function that reports progress takes as ``progress=``."""
 
 
 class StatusPrinter:
-    """Callable that consumes status dicts (``{"status", "digest", "total", "completed"}``)."""
+    """A :data:`ProgressCallback` that prints events: status lines, and a bar per digest."""
 
     def __init__(self, *, stream: IO[str] | None = None, bars: bool | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
@@ -53,14 +64,10 @@ class StatusPrinter:
         self._bars: dict[str, tqdm[Any]] = {}
         self._last_status: str | None = None
 
-    def __call__(self, event: ProgressEvent | dict[str, Any]) -> None:
-        if isinstance(event, ProgressEvent):  # dicts: until every caller sends events (issue 14)
-            event = event.as_json()
-        status = str(event.get("status", ""))
-        digest = event.get("digest")
-        total = event.get("total")
-        if digest and isinstance(total, int):
-            self._bar(status, str(digest), total, int(event.get("completed") or 0))
+    def __call__(self, event: ProgressEvent) -> None:
+        status = event.status
+        if event.digest and event.total is not None:
+            self._bar(status, event.digest, event.total, event.completed or 0)
             return
         if status and status != self._last_status:
             self._last_status = status

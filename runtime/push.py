@@ -15,12 +15,13 @@ Bearer auth, ``--insecure`` for plain http, mirrors and retries are those of pul
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin
 
 from runtime.download import PullSettings, Transient
 from runtime.errors import RegistryError
 from runtime.names import ModelName, parse_name
+from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.registry import _RETRY_STATUS, _Registry, raise_for_registry
 from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
 
@@ -28,14 +29,12 @@ __all__ = ["push_model", "CHUNK"]
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[dict[str, Any]], None]
-
 #: bytes per PATCH request (read into memory, so a refused or retried chunk can be sent again)
 CHUNK = 64 << 20
 
 
 def push_model(store: Store, name: str | ModelName, *, insecure: bool = False,
-               progress: Progress | None = None, settings: PullSettings | None = None,
+               progress: ProgressCallback | None = None, settings: PullSettings | None = None,
                chunk_size: int = CHUNK) -> Manifest:
     """Push ``name`` (its registry is the host part of the name) and return its manifest.
 
@@ -43,7 +42,7 @@ def push_model(store: Store, name: str | ModelName, *, insecure: bool = False,
         store: the store holding the model.
         name: e.g. ``10.0.0.5:5000/team/model:tag``.
         insecure: allow plain http.
-        progress: receives Ollama ``/api/push`` status dicts (``retrieving manifest``,
+        progress: receives Ollama ``/api/push`` progress events (``retrieving manifest``,
             ``pushing <digest12>`` with digest/total/completed, ``pushing manifest``, ``success``).
         settings: retries, timeouts, mirrors and credentials (those of pulls).
         chunk_size: bytes per upload request.
@@ -52,8 +51,8 @@ def push_model(store: Store, name: str | ModelName, *, insecure: bool = False,
         ModelNotFound, AuthError, RegistryError, StoreError.
     """
     n = name if isinstance(name, ModelName) else parse_name(name)
-    emit = progress or (lambda _d: None)
-    emit({"status": "retrieving manifest"})
+    emit: ProgressCallback = progress or (lambda _e: None)
+    emit(ProgressEvent("retrieving manifest"))
     manifest = store.resolve(n)
     settings = settings or PullSettings.from_env()
     reg = _Registry(n, insecure=insecure, settings=settings)
@@ -64,7 +63,7 @@ def push_model(store: Store, name: str | ModelName, *, insecure: bool = False,
                 continue
             seen.add(blob.digest)
             _push_blob(store, reg, blob, emit, chunk_size)
-        emit({"status": "pushing manifest"})
+        emit(ProgressEvent("pushing manifest"))
         url = f"{reg.base}/v2/{n.repository}/manifests/{n.tag}"
 
         def put_manifest() -> None:
@@ -76,7 +75,7 @@ def push_model(store: Store, name: str | ModelName, *, insecure: bool = False,
                 resp.close()
 
         reg.retrying(put_manifest, f"pushing manifest of {n.display} to {reg.host}")
-        emit({"status": "success"})
+        emit(ProgressEvent("success"))
         return manifest
     finally:
         reg.close()
@@ -88,7 +87,7 @@ def _check(resp: Any, reg: _Registry, what: str, name: ModelName | None = None) 
     raise_for_registry(resp, host=reg.host, name=name, what=what)
 
 
-def _push_blob(store: Store, reg: _Registry, blob: Layer, emit: Progress,
+def _push_blob(store: Store, reg: _Registry, blob: Layer, emit: ProgressCallback,
                chunk_size: int) -> None:
     short = blob.digest[7:19]
     status = f"pushing {short}"
@@ -106,8 +105,7 @@ def _push_blob(store: Store, reg: _Registry, blob: Layer, emit: Progress,
             resp.close()
 
     if reg.retrying(exists, f"checking blob {short} on {reg.host}"):
-        emit({"status": status, "digest": blob.digest, "total": blob.size,
-              "completed": blob.size})
+        emit(ProgressEvent(status, digest=blob.digest, total=blob.size, completed=blob.size))
         return
     path = store.blob_path(blob.digest)
 
@@ -121,7 +119,7 @@ def _push_blob(store: Store, reg: _Registry, blob: Layer, emit: Progress,
         finally:
             resp.close()
         done = 0
-        emit({"status": status, "digest": blob.digest, "total": blob.size, "completed": 0})
+        emit(ProgressEvent(status, digest=blob.digest, total=blob.size, completed=0))
         with open(path, "rb") as f:
             while done < blob.size:
                 data = f.read(chunk_size)
@@ -138,8 +136,7 @@ def _push_blob(store: Store, reg: _Registry, blob: Layer, emit: Progress,
                 finally:
                     resp.close()
                 done += len(data)
-                emit({"status": status, "digest": blob.digest, "total": blob.size,
-                      "completed": done})
+                emit(ProgressEvent(status, digest=blob.digest, total=blob.size, completed=done))
         commit = location + ("&" if "?" in location else "?") + f"digest={blob.digest}"
         resp = reg.send("PUT", commit, headers={"Content-Type": "application/octet-stream"},
                         content=b"", what=f"blob {short}")

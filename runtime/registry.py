@@ -54,13 +54,13 @@ from runtime.errors import (
     StoreError,
 )
 from runtime.names import ModelName, parse_name
+from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
 
 __all__ = ["PullSettings", "pull_model", "raise_for_registry", "user_agent"]
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
 
 ACCEPT_MANIFEST = MEDIA_MANIFEST
@@ -454,28 +454,30 @@ def parse_challenge(header: str) -> dict[str, str]:
 
 
 def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
-               progress: Progress | None = None, settings: PullSettings | None = None) -> Manifest:
+               progress: ProgressCallback | None = None, settings: PullSettings | None = None,
+               store_as: ModelName | None = None) -> Manifest:
     """Pull ``name`` from its registry into ``store`` and return the stored manifest.
 
     Args:
         store: the model store to fill.
         name: a registry name (``qwen2.5:0.5b``, ``10.0.0.5:5000/library/tiny:latest``).
         insecure: allow plain http (private mirrors).
-        progress: receives Ollama ``/api/pull`` status dicts (``pulling manifest``,
+        progress: receives Ollama ``/api/pull`` progress events (``pulling manifest``,
             ``pulling <digest12>`` with digest/total/completed, ``verifying sha256 digest``,
             ``writing manifest``, ``success``), always on the calling thread.
         settings: download tuning; default :meth:`PullSettings.from_env`.
+        store_as: write the manifest under this name instead of ``name``.
 
     Raises:
         ModelNotFound, AuthError, RegistryError, DigestMismatch, InsufficientSpace, StoreError.
     """
     n = name if isinstance(name, ModelName) else parse_name(name)
     settings = settings or PullSettings.from_env()
-    emit = progress or (lambda _d: None)
+    emit: ProgressCallback = progress or (lambda _e: None)
     reg = _Registry(n, insecure=insecure, settings=settings)
     try:
         store.check_writable()          # a read-only store fails here, before any download
-        emit({"status": "pulling manifest"})
+        emit(ProgressEvent("pulling manifest"))
         raw = reg.fetch_manifest()
         try:
             manifest = Manifest.parse(raw, name=n.display)
@@ -493,7 +495,7 @@ def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
         try:
             finished = [(blob, _download(store, reg, blob, settings, limiter, emit, held))
                         for blob in missing]
-            emit({"status": "verifying sha256 digest"})
+            emit(ProgressEvent("verifying sha256 digest"))
             for blob, actual in finished:
                 partial = store.partial_path(blob.digest)
                 if actual is None:  # another pull stored it while we waited
@@ -506,9 +508,9 @@ def pull_model(store: Store, name: str | ModelName, *, insecure: bool = False,
         finally:
             for dl in held:
                 dl.release()
-        emit({"status": "writing manifest"})
-        stored = store.write_manifest(n, raw)
-        emit({"status": "success"})
+        emit(ProgressEvent("writing manifest"))
+        stored = store.write_manifest(store_as or n, raw)
+        emit(ProgressEvent("success"))
         return stored
     finally:
         reg.close()
@@ -526,19 +528,19 @@ def _unique_blobs(manifest: Manifest) -> list[Layer]:
 
 
 def _skip_stored(store: Store, blobs: list[Layer], settings: PullSettings,
-                 emit: Progress) -> list[Layer]:
+                 emit: ProgressCallback) -> list[Layer]:
     missing = []
     for b in blobs:
         if store.has_blob(b.digest, verify=settings.verify_existing):
-            emit({"status": f"pulling {b.digest[7:19]}", "digest": b.digest,
-                  "total": b.size, "completed": b.size})
+            emit(ProgressEvent(f"pulling {b.digest[7:19]}", digest=b.digest, total=b.size,
+                               completed=b.size))
         else:
             missing.append(b)
     return missing
 
 
 def _download(store: Store, reg: _Registry, blob: Layer, settings: PullSettings,
-              limiter: RateLimiter, emit: Progress, held: list[BlobDownload]) -> str | None:
+              limiter: RateLimiter, emit: ProgressCallback, held: list[BlobDownload]) -> str | None:
     """Fetch one blob into its partial (left locked, appended to ``held``); None when another
     pull put it in the store meanwhile."""
     status = f"pulling {blob.digest[7:19]}"
@@ -548,7 +550,7 @@ def _download(store: Store, reg: _Registry, blob: Layer, settings: PullSettings,
         now = time.monotonic()
         if now - last[0] >= _PROGRESS_EVERY or completed >= total:
             last[0] = now
-            emit({"status": status, "digest": blob.digest, "total": total, "completed": completed})
+            emit(ProgressEvent(status, digest=blob.digest, total=total, completed=completed))
 
     for _ in range(3):
         dl = BlobDownload(partial=store.partial_path(blob.digest), digest=blob.digest,

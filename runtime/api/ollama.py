@@ -456,7 +456,7 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         try:
-            create_from_request(svc.store, name, req, progress=lambda s: report({"status": s}))
+            create_from_request(svc.store, name, req, progress=lambda e: report(e.as_json()))
         except ModelNotFound as e:
             raise ApiError(404, str(e)) from None
         except ReadOnlyStore as e:                         # the server's fault, not the request's
@@ -530,15 +530,7 @@ def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
     from runtime.registry import pull_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
-        def progress(update: Any) -> None:
-            if isinstance(update, str):
-                report({"status": update})
-            elif isinstance(update, dict):
-                report({k: v for k, v in update.items() if v is not None})
-            else:
-                report({k: v for k, v in vars(update).items() if v is not None})
-
-        pull_model(svc.store, name, insecure=insecure, progress=progress)
+        pull_model(svc.store, name, insecure=insecure, progress=lambda e: report(e.as_json()))
 
     return job
 
@@ -548,7 +540,6 @@ def _push_job(svc: Service, name: str, *, insecure: bool) -> Job:
     from runtime.push import push_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
-        push_model(svc.store, name, insecure=insecure,
-                   progress=lambda d: report({k: v for k, v in d.items() if v is not None}))
+        push_model(svc.store, name, insecure=insecure, progress=lambda e: report(e.as_json()))
 
     return job

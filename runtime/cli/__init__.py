@@ -2,11 +2,14 @@
 
 Each command group lives in its own module and is registered lazily in :data:`COMMANDS`
 (name -> "module:attribute"), so ``llmcrate --help`` stays fast and the target host never
-imports online-only code. ``bundle`` comes from :mod:`bundler.cli` when it is importable.
+imports online-only code. Commands of other packages come from the ``llmcrate.commands`` entry
+point group (bundler's ``bundle`` and ``deploy``, see pyproject.toml), listed when importable;
+runtime never names them.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -35,9 +38,17 @@ COMMANDS: dict[str, str] = {
     "template": "runtime.cli.template:template",
     "push": "runtime.cli.push:push",
     "help": "runtime.cli.help:help_cmd",
-    "bundle": "bundler.cli:bundle",
-    "deploy": "bundler.cli:deploy",
 }
+ENTRY_POINT_GROUP = "llmcrate.commands"
+
+
+def _commands() -> dict[str, str]:
+    """:data:`COMMANDS` and the ``llmcrate.commands`` entry points (ours win a clash)."""
+    if sys.version_info >= (3, 10):
+        eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))  # novermin
+    else:
+        eps = list(importlib.metadata.entry_points().get(ENTRY_POINT_GROUP, ()))
+    return {**{ep.name: ep.value for ep in eps}, **COMMANDS}
 
 
 def _debug() -> bool:
@@ -46,17 +57,17 @@ def _debug() -> bool:
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n in COMMANDS if self._importable(n))
+        return sorted(n for n, target in _commands().items() if self._importable(target))
 
-    def _importable(self, name: str) -> bool:
-        module = COMMANDS[name].split(":")[0]
+    def _importable(self, target: str) -> bool:
+        module = target.split(":")[0]
         try:
             return importlib.util.find_spec(module) is not None
         except ModuleNotFoundError:
             return False
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
+        target = COMMANDS.get(name) or _commands().get(name)
         if target is None:
             return None
         module, attr = target.split(":")

@@ -1,5 +1,5 @@
 """``list``, ``show``, ``create``, ``cp``, ``rm``: through the server when one answers at
-OLLAMA_HOST, on the local store (OLLAMA_MODELS) otherwise. The logic lives in the library."""
+OLLAMA_HOST, on the local store (OLLAMA_MODELS) otherwise (:mod:`runtime.cli.backend`)."""
 from __future__ import annotations
 
 import sys
@@ -8,45 +8,18 @@ from typing import Any
 
 import click
 
+from runtime.cli.backend import open_backend
 from runtime.config import load_settings
 from runtime.format import human_bytes, human_time, table
-from runtime.store import Store
-
-
-def _store() -> Store:
-    return Store(load_settings().models_dir)
-
-
-def _client() -> Any | None:
-    """A client for the running server, or None when nothing answers (use the local store)."""
-    from runtime.client import connect
-
-    return connect(load_settings())
 
 
 @click.command("list")
 def list_cmd() -> None:
     """List models."""
-    client = _client()
-    if client is not None:
-        models = client.list()
-        rows = [[m["name"], m["digest"][:12], human_bytes(int(m["size"])),
-                 human_time(_parse_time(m.get("modified_at")))] for m in models]
-    else:
-        rows = [[e.name.display, e.manifest.short_id, human_bytes(e.size), human_time(e.modified)]
-                for e in _store().list_models()]
+    with open_backend(load_settings()) as backend:
+        rows = [[m.name, m.short_id, human_bytes(m.size), human_time(m.modified)]
+                for m in backend.list_models()]
     click.echo(table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]))
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @click.command()
@@ -64,13 +37,8 @@ def show(model: str, show_license: bool, show_modelfile: bool, show_parameters: 
     if sum(flags) > 1:
         raise click.UsageError("only one of '--license', '--modelfile', '--parameters', "
                                "'--system', or '--template' can be specified")
-    client = _client()
-    if client is not None:
-        body = client.show(model, verbose=verbose)
-    else:
-        from runtime.show import show_model
-
-        body = show_model(_store(), model, verbose=verbose)
+    with open_backend(load_settings()) as backend:
+        body = backend.show(model, verbose=verbose)
     if show_license:
         click.echo(body.get("license", ""))
     elif show_modelfile:
@@ -151,23 +119,9 @@ def create(name: str, modelfile: str) -> None:
         raise click.ClickException(f"{modelfile}: no such file (give the Modelfile with -f)") \
             from None
     mf = parse_modelfile(data, path=str(path))
-    base_dir = path.resolve().parent
-    client = _client()
-    if client is None:
-        from runtime.create import create_model
-
-        create_model(_store(), name, mf, base_dir=base_dir,
-                     progress=lambda s: click.echo(s, err=True))
-        return
-    # Through the server, as `ollama create` does: upload local files as blobs, then /api/create.
-    from runtime.create import check_template, resolve_sources
-    from runtime.gguf_info import check_magic
-
-    check_template(mf.template)
-    for src in resolve_sources(mf, base_dir).files:
-        check_magic(src)  # a bad file fails here, before gigabytes travel
-    for status in client.create_from_modelfile(name, mf, base_dir=base_dir):
-        click.echo(status, err=True)
+    with open_backend(load_settings()) as backend:
+        backend.create(name, mf, base_dir=path.resolve().parent,
+                       progress=lambda e: click.echo(e.status, err=True))
 
 
 @click.command()
@@ -175,11 +129,8 @@ def create(name: str, modelfile: str) -> None:
 @click.argument("destination")
 def cp(source: str, destination: str) -> None:
     """Copy a model."""
-    client = _client()
-    if client is not None:
-        client.copy(source, destination)
-    else:
-        _store().copy(source, destination)
+    with open_backend(load_settings()) as backend:
+        backend.copy(source, destination)
     click.echo(f"copied '{source}' to '{destination}'")
 
 
@@ -187,13 +138,8 @@ def cp(source: str, destination: str) -> None:
 @click.argument("models", nargs=-1, required=True)
 def rm(models: tuple[str, ...]) -> None:
     """Remove one or more models."""
-    client = _client()
-    store = None if client is not None else _store()
-    for m in models:
-        if client is not None:
-            client.delete(m)
-        else:
-            assert store is not None
-            store.delete(m)
-        click.echo(f"deleted '{m}'")
+    with open_backend(load_settings()) as backend:
+        for m in models:
+            backend.delete(m)
+            click.echo(f"deleted '{m}'")
     sys.stdout.flush()

@@ -1,16 +1,14 @@
-"""``llmcrate pull``: registry names through :mod:`runtime.registry`; ``hf.co/…`` and ``hf://…``
-through :mod:`bundler.huggingface` (online host only, imported lazily)."""
+"""``llmcrate pull``: a reference resolved by :mod:`runtime.sources` (Ollama registries here;
+``hf.co/…`` and ``hf://…`` through the Hugging Face puller bundler registers on the online host)."""
 from __future__ import annotations
 
 import click
 
+from runtime import sources
+from runtime.cli.backend import open_backend
 from runtime.config import load_settings
 from runtime.download import PullSettings, parse_rate
-from runtime.errors import LlmcrateError
 from runtime.progress import StatusPrinter
-from runtime.store import Store
-
-_HF_PREFIXES = ("hf.co/", "huggingface.co/", "hf://")
 
 
 @click.command()
@@ -28,39 +26,20 @@ def pull(model: str, insecure: bool, revision: str | None, parts: int | None,
     Registry pulls go through the running server (as `ollama pull` does), so the model lands in
     the store the server uses; with no server, or with --parts/--limit-rate, they run here on
     OLLAMA_MODELS. Hugging Face pulls always run here (online host)."""
-    settings = load_settings()
-    if not model.lower().startswith(_HF_PREFIXES) and not (parts or limit_rate or revision):
-        from runtime.client import connect
-
-        client = connect(settings)
-        if client is not None:
-            printer = StatusPrinter()
-            try:
-                for event in client.pull(model, insecure=insecure):
-                    printer(event)
-            finally:
-                printer.close()
-                client.close()
-            return
-    store = Store(settings.models_dir)
+    ref = sources.resolve(model)
+    registry = ref.source == sources.OLLAMA
+    if registry and revision:
+        raise click.UsageError("--revision applies to Hugging Face pulls")
+    if not registry and (insecure or parts or limit_rate):
+        raise click.UsageError("--insecure, --parts and --limit-rate apply to registry pulls")
+    tuned = bool(parts or limit_rate)      # the server would pull with its own settings
+    settings = PullSettings.from_env(max_parts=parts, bandwidth_limit=parse_rate(limit_rate)
+                                     if limit_rate else None) if tuned else None
+    options = sources.PullOptions(insecure=insecure, revision=revision, settings=settings)
+    here = not registry or tuned
     printer = StatusPrinter()
     try:
-        if model.lower().startswith(_HF_PREFIXES):
-            if insecure or parts or limit_rate:
-                raise click.UsageError("--insecure, --parts and --limit-rate apply to registry pulls")
-            try:
-                from bundler.huggingface import pull_hf
-            except ImportError as e:
-                raise LlmcrateError("Hugging Face pulls need the online host's extras",
-                                    hint="pip install 'llmcrate[online]' (huggingface_hub)") from e
-            pull_hf(store, model, revision=revision, progress=printer)
-        else:
-            if revision:
-                raise click.UsageError("--revision applies to Hugging Face pulls")
-            from runtime.registry import pull_model
-
-            pull_settings = PullSettings.from_env(
-                max_parts=parts, bandwidth_limit=parse_rate(limit_rate) if limit_rate else None)
-            pull_model(store, model, insecure=insecure, progress=printer, settings=pull_settings)
+        with open_backend(load_settings(), prefer="store" if here else "server") as backend:
+            backend.pull(ref, options=options, progress=printer)
     finally:
         printer.close()

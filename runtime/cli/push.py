@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
+from runtime.cli.backend import open_backend
 from runtime.config import load_settings
 from runtime.progress import StatusPrinter
-from runtime.store import Store
 
 
 @click.command()
@@ -17,23 +17,12 @@ def push(model: str, insecure: bool) -> None:
     The registry is the host part of the name (copy a model to e.g.
     10.0.0.5:5000/team/model:tag first). Goes through the running server, as `ollama push`
     does; with no server, it runs here on OLLAMA_MODELS."""
-    from runtime.client import connect
     from runtime.names import parse_name
 
     parse_name(model)   # a bad name fails before any work
-    settings = load_settings()
     printer = StatusPrinter()
     try:
-        client = connect(settings)
-        if client is not None:
-            try:
-                for event in client.push(model, insecure=insecure):
-                    printer(event)
-            finally:
-                client.close()
-            return
-        from runtime.push import push_model
-
-        push_model(Store(settings.models_dir), model, insecure=insecure, progress=printer)
+        with open_backend(load_settings()) as backend:
+            backend.push(model, insecure=insecure, progress=printer)
     finally:
         printer.close()

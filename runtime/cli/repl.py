@@ -1,26 +1,27 @@
 """The interactive session of ``llmcrate run`` (like ``ollama run``): stdlib readline input,
 ``\"\"\"`` multi-line messages, ``/set``, ``/show``, ``/load``, ``/save``, ``/clear``, ``/list``, ``/bye``.
-Ctrl-C at the prompt clears the line, Ctrl-C during a reply stops it, Ctrl-D exits."""
+Ctrl-C at the prompt clears the line, Ctrl-C during a reply stops it, Ctrl-D exits.
+
+The ``/`` commands are tables (:data:`COMMANDS`, :data:`SET_COMMANDS`, :data:`SHOW_COMMANDS`):
+name -> handler, and the help texts are generated from them."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from runtime.cli.chat import (
+from runtime.cli.models import render_show
+from runtime.cli.server import parse_timestamp
+from runtime.cli.session import (
     Json,
     Session,
-    Spinner,
-    WordWrapper,
-    _err,
-    _out,
-    _request_format,
     prompt_images,
+    request_format,
     stats_block,
     stream_reply,
 )
-from runtime.cli.models import render_show
-from runtime.cli.server import parse_timestamp
+from runtime.cli.terminal import Spinner, WordWrapper, err, out
 from runtime.client import Client
 from runtime.errors import (
     ImageError,
@@ -31,36 +32,6 @@ from runtime.errors import (
 )
 from runtime.format import human_bytes, human_time, table
 from runtime.options import coerce_parameter
-
-USAGE = """Available Commands:
-  /set            Set session variables
-  /show           Show model information
-  /load <model>   Load a session or model
-  /save <model>   Save your current session
-  /clear          Clear session context
-  /bye            Exit
-  /?, /help       Help for a command
-  /? shortcuts    Help for keyboard shortcuts
-
-Use \"\"\" to begin a multi-line message.
-
-"""
-
-USAGE_SET = """Available Commands:
-  /set parameter ...     Set a parameter
-  /set system <string>   Set system message
-  /set history           Enable history
-  /set nohistory         Disable history
-  /set wordwrap          Enable wordwrap
-  /set nowordwrap        Disable wordwrap
-  /set format json       Enable JSON mode
-  /set noformat          Disable formatting
-  /set verbose           Show LLM stats
-  /set quiet             Disable LLM stats
-  /set think             Enable thinking
-  /set nothink           Disable thinking
-
-"""
 
 USAGE_SHORTCUTS = """Available keyboard shortcuts:
   Ctrl + a            Move to the beginning of the line (Home)
@@ -74,16 +45,6 @@ USAGE_SHORTCUTS = """Available keyboard shortcuts:
   Ctrl + l            Clear the screen
   Ctrl + c            Stop the model from responding
   Ctrl + d            Exit llmcrate (/bye)
-
-"""
-
-USAGE_SHOW = """Available Commands:
-  /show info         Show details for this model
-  /show license      Show model license
-  /show modelfile    Show Modelfile for this model
-  /show parameters   Show parameters for this model
-  /show system       Show system message
-  /show template     Show prompt template
 
 """
 
@@ -101,6 +62,7 @@ USAGE_PARAMETERS = """Available Parameters:
   /set parameter stop <string> <string> ...   Set the stop parameters
 
 """
+
 
 def parse_parameter(name: str, values: list[str]) -> Any:
     """Convert ``/set parameter NAME VALUE...`` to the option's type (the Modelfile's rules);
@@ -152,10 +114,10 @@ class Repl:
         self._load(self.s.model)
         for msg in info.get("messages") or []:
             if msg.get("role") == "user":
-                _out(f">>> {msg.get('content', '')}\n")
+                out(f">>> {msg.get('content', '')}\n")
             elif msg.get("role") == "assistant":
                 WordWrapper(self.s.word_wrap).write(msg.get("content", ""))
-                _out("\n\n")
+                out("\n\n")
         self._setup_readline()
         try:
             self._loop()
@@ -174,14 +136,14 @@ class Repl:
             try:
                 line = input("... " if self.multiline or self.buffer else ">>> ")
             except EOFError:
-                _out("\n")
+                out("\n")
                 return
             except KeyboardInterrupt:
                 typed = self._readline.get_line_buffer() if self._readline is not None else ""
                 if not typed:
-                    _out("\nUse Ctrl + d or /bye to exit.\n")
+                    out("\nUse Ctrl + d or /bye to exit.\n")
                 else:
-                    _out("\n")
+                    out("\n")
                 self.buffer, self.multiline = [], None
                 continue
             if self._handle(line) == "exit":
@@ -220,85 +182,94 @@ class Repl:
 
     def _command(self, line: str) -> str | None:
         args = line.split()
-        cmd = args[0]
-        if cmd in ("/bye", "/exit"):
-            return "exit"
-        if cmd in ("/?", "/help"):
-            topic = args[1] if len(args) > 1 else ""
-            _err({"set": USAGE_SET, "/set": USAGE_SET, "show": USAGE_SHOW, "/show": USAGE_SHOW,
-                  "shortcut": USAGE_SHORTCUTS, "shortcuts": USAGE_SHORTCUTS}.get(topic, USAGE))
-        elif cmd == "/set":
-            self._cmd_set(line, args)
-        elif cmd == "/show":
-            self._cmd_show(args)
-        elif cmd == "/clear":
-            self.s.messages = [{"role": "system", "content": self.s.system}] if self.s.system else []
-            _out("Cleared session context\n")
-        elif cmd == "/load":
-            self._cmd_load(args)
-        elif cmd == "/save":
-            self._cmd_save(args)
-        elif cmd == "/list":
-            self._cmd_list()
-        else:
-            _out(f"Unknown command '{cmd}'. Type /? for help\n")
+        command = _BY_NAME.get(args[0])
+        if command is None:
+            out(f"Unknown command '{args[0]}'. Type /? for help\n")
+            return None
+        return command.run(self, line, args)
+
+    # -- the / commands (see COMMANDS below) ----------------------------------------------------
+
+    def _cmd_bye(self, line: str, args: list[str]) -> str | None:
+        return "exit"
+
+    def _cmd_help(self, line: str, args: list[str]) -> str | None:
+        topic = args[1] if len(args) > 1 else ""
+        err(HELP_TOPICS.get(topic, USAGE))
         return None
 
-    def _cmd_set(self, line: str, args: list[str]) -> None:
+    def _cmd_clear(self, line: str, args: list[str]) -> str | None:
+        self.s.messages = [{"role": "system", "content": self.s.system}] if self.s.system else []
+        out("Cleared session context\n")
+        return None
+
+    def _cmd_set(self, line: str, args: list[str]) -> str | None:
         if len(args) < 2:
-            _err(USAGE_SET)
-            return
-        what = args[1]
-        if what in ("history", "nohistory"):
-            self.history = what == "history"
-        elif what in ("wordwrap", "nowordwrap"):
-            self.s.word_wrap = what == "wordwrap"
-            _out(f"Set '{what}' mode.\n")
-        elif what in ("verbose", "quiet"):
-            self.s.verbose = what == "verbose"
-            _out(f"Set '{what}' mode.\n")
-        elif what == "think":
-            level = args[2] if len(args) > 2 else ""
-            self.s.think = level or True
-            _out(f"Set 'think' mode to '{level}'.\n" if level else "Set 'think' mode.\n")
-        elif what == "nothink":
-            self.s.think = False
-            _out("Set 'nothink' mode.\n")
-        elif what == "format":
-            if len(args) < 3 or args[2] != "json":
-                _out("Invalid or missing format. For 'json' mode use '/set format json'\n")
-            else:
-                self.s.format = "json"
-                _out("Set format to 'json' mode.\n")
-        elif what == "noformat":
-            self.s.format = ""
-            _out("Disabled format.\n")
-        elif what == "parameter":
-            if len(args) < 4:
-                _err(USAGE_PARAMETERS)
-                return
-            try:
-                value = parse_parameter(args[2], args[3:])
-            except ValueError as e:
-                _out(f"Couldn't set parameter: {e}\n")
-                return
-            self.s.options[args[2]] = value
-            _out(f"Set parameter '{args[2]}' to '{', '.join(args[3:])}'\n")
-        elif what == "system":
-            if len(args) < 3:
-                _err(USAGE_SET)
-                return
-            text = line.split(None, 2)[2]
-            if text.startswith('"""'):
-                text = text[3:]
-                if text.endswith('"""') and len(text) >= 3:
-                    self._set_system(text[:-3])
-                else:
-                    self.buffer, self.multiline = [text], "system"
-                return
-            self._set_system(text)
+            err(USAGE_SET)
+            return None
+        sub = _SET_BY_NAME.get(args[1])
+        if sub is None:
+            out(f"Unknown command '/set {args[1]}'. Type /? for help\n")
         else:
-            _out(f"Unknown command '/set {what}'. Type /? for help\n")
+            sub.run(self, line, args)
+        return None
+
+    def _set_history(self, line: str, args: list[str]) -> None:
+        self.history = args[1] == "history"
+
+    def _set_mode(self, line: str, args: list[str]) -> None:
+        what = args[1]
+        if what in ("wordwrap", "nowordwrap"):
+            self.s.word_wrap = what == "wordwrap"
+        else:
+            self.s.verbose = what == "verbose"
+        out(f"Set '{what}' mode.\n")
+
+    def _set_think(self, line: str, args: list[str]) -> None:
+        level = args[2] if len(args) > 2 else ""
+        self.s.think = level or True
+        out(f"Set 'think' mode to '{level}'.\n" if level else "Set 'think' mode.\n")
+
+    def _set_nothink(self, line: str, args: list[str]) -> None:
+        self.s.think = False
+        out("Set 'nothink' mode.\n")
+
+    def _set_format(self, line: str, args: list[str]) -> None:
+        if len(args) < 3 or args[2] != "json":
+            out("Invalid or missing format. For 'json' mode use '/set format json'\n")
+        else:
+            self.s.format = "json"
+            out("Set format to 'json' mode.\n")
+
+    def _set_noformat(self, line: str, args: list[str]) -> None:
+        self.s.format = ""
+        out("Disabled format.\n")
+
+    def _set_parameter(self, line: str, args: list[str]) -> None:
+        if len(args) < 4:
+            err(USAGE_PARAMETERS)
+            return
+        try:
+            value = parse_parameter(args[2], args[3:])
+        except ValueError as e:
+            out(f"Couldn't set parameter: {e}\n")
+            return
+        self.s.options[args[2]] = value
+        out(f"Set parameter '{args[2]}' to '{', '.join(args[3:])}'\n")
+
+    def _set_system_cmd(self, line: str, args: list[str]) -> None:
+        if len(args) < 3:
+            err(USAGE_SET)
+            return
+        text = line.split(None, 2)[2]
+        if text.startswith('"""'):
+            text = text[3:]
+            if text.endswith('"""') and len(text) >= 3:
+                self._set_system(text[:-3])
+            else:
+                self.buffer, self.multiline = [text], "system"
+            return
+        self._set_system(text)
 
     def _set_system(self, text: str) -> None:
         self.s.system = text
@@ -307,66 +278,76 @@ class Repl:
             self.s.messages[-1] = message
         else:
             self.s.messages.append(message)
-        _out("Set system message.\n")
+        out("Set system message.\n")
 
-    def _cmd_show(self, args: list[str]) -> None:
+    def _cmd_show(self, line: str, args: list[str]) -> str | None:
         if len(args) < 2:
-            _err(USAGE_SHOW)
-            return
+            err(USAGE_SHOW)
+            return None
         try:
             resp = self.client.show(self.s.model, system=self.s.system or None, options=self.s.options or None)
         except LlmcrateError as e:
-            _out(f"error: couldn't get model: {e}\n")
-            return
-        what = args[1]
-        if what == "info":
-            _err(render_show(resp) + "\n")
-        elif what == "license":
-            _out((_license_text(resp) or "No license was specified for this model.") + "\n")
-        elif what == "modelfile":
-            _out(str(resp.get("modelfile", "")) + "\n")
-        elif what == "parameters":
-            _out("Model defined parameters:\n")
-            params = str(resp.get("parameters") or "")
-            if not params:
-                _out("  No additional parameters were specified for this model.\n")
-            else:
-                _out("".join(f"  {p}\n" for p in params.split("\n")))
-            _out("\n")
-            if self.s.options:
-                _out("User defined parameters:\n")
-                for k, v in self.s.options.items():
-                    _out(f"  {k:<30} {_go_value(v)}\n")
-                _out("\n")
-        elif what == "system":
-            system = self.s.system or resp.get("system") or ""
-            _out(system + "\n\n" if system else "No system message was specified for this model.\n")
-        elif what == "template":
-            template = resp.get("template") or ""
-            _out(template + "\n" if template else "No prompt template was specified for this model.\n")
+            out(f"error: couldn't get model: {e}\n")
+            return None
+        sub = _SHOW_BY_NAME.get(args[1])
+        if sub is None:
+            out(f"Unknown command '/show {args[1]}'. Type /? for help\n")
         else:
-            _out(f"Unknown command '/show {what}'. Type /? for help\n")
+            sub.run(self, resp)
+        return None
 
-    def _cmd_load(self, args: list[str]) -> None:
+    def _show_info(self, resp: Json) -> None:
+        err(render_show(resp) + "\n")
+
+    def _show_license(self, resp: Json) -> None:
+        out((_license_text(resp) or "No license was specified for this model.") + "\n")
+
+    def _show_modelfile(self, resp: Json) -> None:
+        out(str(resp.get("modelfile", "")) + "\n")
+
+    def _show_parameters(self, resp: Json) -> None:
+        out("Model defined parameters:\n")
+        params = str(resp.get("parameters") or "")
+        if not params:
+            out("  No additional parameters were specified for this model.\n")
+        else:
+            out("".join(f"  {p}\n" for p in params.split("\n")))
+        out("\n")
+        if self.s.options:
+            out("User defined parameters:\n")
+            for k, v in self.s.options.items():
+                out(f"  {k:<30} {_go_value(v)}\n")
+            out("\n")
+
+    def _show_system(self, resp: Json) -> None:
+        system = self.s.system or resp.get("system") or ""
+        out(system + "\n\n" if system else "No system message was specified for this model.\n")
+
+    def _show_template(self, resp: Json) -> None:
+        template = resp.get("template") or ""
+        out(template + "\n" if template else "No prompt template was specified for this model.\n")
+
+    def _cmd_load(self, line: str, args: list[str]) -> str | None:
         if len(args) != 2:
-            _out("Usage:\n  /load <modelname>\n")
-            return
+            out("Usage:\n  /load <modelname>\n")
+            return None
         name = args[1]
-        _out(f"Loading model '{name}'\n")
+        out(f"Loading model '{name}'\n")
         try:
             info = self.client.show(name)
             self._load(name)
         except ModelNotFound:
-            _out(f"Couldn't find model '{name}'\n")
-            return
+            out(f"Couldn't find model '{name}'\n")
+            return None
         self.s.model, self.s.messages = name, []
         self.s.parent_model = (info.get("details") or {}).get("parent_model", "")
         self.s.vision = "vision" in (info.get("capabilities") or [])
+        return None
 
-    def _cmd_save(self, args: list[str]) -> None:
+    def _cmd_save(self, line: str, args: list[str]) -> str | None:
         if len(args) != 2:
-            _out("Usage:\n  /save <modelname>\n")
-            return
+            out("Usage:\n  /save <modelname>\n")
+            return None
         name = args[1]
         try:
             for _ in self.client.create(name, from_=self.s.parent_model or self.s.model,
@@ -374,22 +355,24 @@ class Repl:
                                         messages=self.s.messages or None):
                 pass
         except InvalidName:
-            _out(f"error: The model name '{name}' is invalid\n")
-            return
+            out(f"error: The model name '{name}' is invalid\n")
+            return None
         except LlmcrateError as e:
             if "invalid model name" in str(e).lower():
-                _out(f"error: The model name '{name}' is invalid\n")
-                return
-            _out(f"error: {e}\n")
-            return
-        _out(f"Created new model '{name}'\n")
+                out(f"error: The model name '{name}' is invalid\n")
+                return None
+            out(f"error: {e}\n")
+            return None
+        out(f"Created new model '{name}'\n")
+        return None
 
-    def _cmd_list(self) -> None:
+    def _cmd_list(self, line: str, args: list[str]) -> str | None:
         models = self.client.list()
         rows = [[m.get("name", ""), str(m.get("digest", "")).split(":")[-1][:12],
                  human_bytes(int(m.get("size") or 0)),
                  human_time(_timestamp(m.get("modified_at")))] for m in models]
-        _out(table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]) + "\n")
+        out(table(rows, header=["NAME", "ID", "SIZE", "MODIFIED"]) + "\n")
+        return None
 
     def _send(self, text: str) -> None:
         message: Json = {"role": "user", "content": text}
@@ -397,13 +380,13 @@ class Repl:
             try:
                 found = prompt_images(text)
             except ImageError as e:
-                _out(f"Couldn't process image: {e}\n")
+                out(f"Couldn't process image: {e}\n")
                 return
             message["content"] = found.text
             if found.images:
                 message["images"] = found.images    # kept: later turns and /save resend them
         self.s.messages.append(message)
-        chunks = self.client.chat(self.s.model, self.s.messages, format=_request_format(self.s),
+        chunks = self.client.chat(self.s.model, self.s.messages, format=request_format(self.s),
                                   options=self.s.options or None, keep_alive=self.s.keep_alive,
                                   think=self.s.think)
         try:
@@ -411,15 +394,103 @@ class Repl:
         except ServerUnavailable:
             raise
         except LlmcrateError as e:
-            _out(f"\nError: {e}\n\n")
+            out(f"\nError: {e}\n\n")
             return
         if reply.interrupted:
-            _out("\n")
+            out("\n")
             return
-        _out("\n\n")
+        out("\n\n")
         if self.s.verbose and reply.final is not None:
-            _err(stats_block(reply.final))
+            err(stats_block(reply.final))
         self.s.messages.append({"role": reply.role, "content": reply.content})
+
+
+# -- the / command tables: dispatch and help text come from these ----------------------------
+
+@dataclass(frozen=True)
+class SlashCommand:
+    """A ``/`` command: the names it answers to, its help line (none: left out of the help,
+    as Ollama leaves out ``/exit`` and ``/list``) and its handler ("exit" ends the session)."""
+
+    names: tuple[str, ...]
+    usage: str
+    summary: str
+    run: Callable[[Repl, str, list[str]], str | None]
+
+
+@dataclass(frozen=True)
+class SetCommand:
+    """A ``/set`` subcommand: name, help line, handler (gets the whole line and its words)."""
+
+    name: str
+    usage: str
+    summary: str
+    run: Callable[[Repl, str, list[str]], None]
+
+
+@dataclass(frozen=True)
+class ShowCommand:
+    """A ``/show`` subcommand: name, help line, handler (gets the model's ``/api/show`` body)."""
+
+    name: str
+    summary: str
+    run: Callable[[Repl, Json], None]
+
+
+COMMANDS: tuple[SlashCommand, ...] = (
+    SlashCommand(("/set",), "/set", "Set session variables", Repl._cmd_set),
+    SlashCommand(("/show",), "/show", "Show model information", Repl._cmd_show),
+    SlashCommand(("/load",), "/load <model>", "Load a session or model", Repl._cmd_load),
+    SlashCommand(("/save",), "/save <model>", "Save your current session", Repl._cmd_save),
+    SlashCommand(("/clear",), "/clear", "Clear session context", Repl._cmd_clear),
+    SlashCommand(("/bye", "/exit"), "/bye", "Exit", Repl._cmd_bye),
+    SlashCommand(("/?", "/help"), "/?, /help", "Help for a command", Repl._cmd_help),
+    SlashCommand(("/list",), "", "", Repl._cmd_list),
+)
+
+SET_COMMANDS: tuple[SetCommand, ...] = (
+    SetCommand("parameter", "/set parameter ...", "Set a parameter", Repl._set_parameter),
+    SetCommand("system", "/set system <string>", "Set system message", Repl._set_system_cmd),
+    SetCommand("history", "/set history", "Enable history", Repl._set_history),
+    SetCommand("nohistory", "/set nohistory", "Disable history", Repl._set_history),
+    SetCommand("wordwrap", "/set wordwrap", "Enable wordwrap", Repl._set_mode),
+    SetCommand("nowordwrap", "/set nowordwrap", "Disable wordwrap", Repl._set_mode),
+    SetCommand("format", "/set format json", "Enable JSON mode", Repl._set_format),
+    SetCommand("noformat", "/set noformat", "Disable formatting", Repl._set_noformat),
+    SetCommand("verbose", "/set verbose", "Show LLM stats", Repl._set_mode),
+    SetCommand("quiet", "/set quiet", "Disable LLM stats", Repl._set_mode),
+    SetCommand("think", "/set think", "Enable thinking", Repl._set_think),
+    SetCommand("nothink", "/set nothink", "Disable thinking", Repl._set_nothink),
+)
+
+SHOW_COMMANDS: tuple[ShowCommand, ...] = (
+    ShowCommand("info", "Show details for this model", Repl._show_info),
+    ShowCommand("license", "Show model license", Repl._show_license),
+    ShowCommand("modelfile", "Show Modelfile for this model", Repl._show_modelfile),
+    ShowCommand("parameters", "Show parameters for this model", Repl._show_parameters),
+    ShowCommand("system", "Show system message", Repl._show_system),
+    ShowCommand("template", "Show prompt template", Repl._show_template),
+)
+
+_BY_NAME = {name: c for c in COMMANDS for name in c.names}
+_SET_BY_NAME = {c.name: c for c in SET_COMMANDS}
+_SHOW_BY_NAME = {c.name: c for c in SHOW_COMMANDS}
+
+
+def _help(rows: list[tuple[str, str]], width: int, tail: str = "") -> str:
+    """Ollama's help layout: a heading, one indented line per row, a blank line."""
+    return ("Available Commands:\n" + "".join(f"  {u:<{width}}{s}\n" for u, s in rows) + "\n"
+            + tail)
+
+
+USAGE = _help([(c.usage, c.summary) for c in COMMANDS if c.usage]
+              + [("/? shortcuts", "Help for keyboard shortcuts")], 16,
+              'Use """ to begin a multi-line message.\n\n')
+USAGE_SET = _help([(c.usage, c.summary) for c in SET_COMMANDS], 23)
+USAGE_SHOW = _help([(f"/show {c.name}", c.summary) for c in SHOW_COMMANDS], 19)
+#: ``/? TOPIC`` and ``/help TOPIC``
+HELP_TOPICS = {"set": USAGE_SET, "/set": USAGE_SET, "show": USAGE_SHOW, "/show": USAGE_SHOW,
+               "shortcut": USAGE_SHORTCUTS, "shortcuts": USAGE_SHORTCUTS}
 
 
 def _timestamp(text: Any) -> float | None:

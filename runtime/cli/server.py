@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from runtime.client import Client
+from runtime.cli.backend import open_backend
 from runtime.config import load_settings
 from runtime.format import human_bytes, human_time, table
 
@@ -42,8 +42,8 @@ def serve(registry: bool) -> None:
 @click.command()
 def ps() -> None:
     """List running models."""
-    with Client(load_settings()) as client:
-        models = client.ps()
+    with open_backend(load_settings()) as backend:
+        models = backend.ps()
     rows = [[m.get("name") or m.get("model", ""), _short_digest(m.get("digest", "")),
              human_bytes(int(m.get("size") or 0)), _processor(m),
              str(m.get("context_length") or ""), _until(m.get("expires_at"))] for m in models]
@@ -54,8 +54,8 @@ def ps() -> None:
 @click.argument("model")
 def stop(model: str) -> None:
     """Stop a running model (unload it from memory now)."""
-    with Client(load_settings()) as client:
-        client.stop(model)
+    with open_backend(load_settings()) as backend:
+        backend.stop(model)
 
 
 # -- formatting --------------------------------------------------------------------------------

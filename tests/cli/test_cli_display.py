@@ -7,7 +7,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.cli.chat import Session, WordWrapper, stream_reply
+from runtime.cli.session import Session, stream_reply
+from runtime.cli.terminal import WordWrapper
 
 
 def _chunks(pieces: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:

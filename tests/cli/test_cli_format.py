@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from runtime.cli.chat import go_duration, stats_block
+from runtime.cli.session import go_duration, stats_block
 from runtime.cli.repl import parse_parameter
 from runtime.cli.server import parse_timestamp
 

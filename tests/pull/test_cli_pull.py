@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from runtime.cli import main
 from runtime.download import state_path
-from runtime.progress import StatusPrinter
+from runtime.progress import ProgressEvent, StatusPrinter
 from runtime.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,14 +94,14 @@ def test_cli_hf_pull_without_extras_says_so(monkeypatch: pytest.MonkeyPatch):
 def test_status_printer_draws_bars_only_on_a_terminal():
     out = io.StringIO()
     p = StatusPrinter(stream=out)
-    p({"status": "pulling manifest"})
+    p(ProgressEvent("pulling manifest"))
     for done in (0, 50, 100):
-        p({"status": "pulling abc", "digest": "sha256:abc", "total": 100, "completed": done})
-    p({"status": "success"})
+        p(ProgressEvent("pulling abc", digest="sha256:abc", total=100, completed=done))
+    p(ProgressEvent("success"))
     p.close()
     assert out.getvalue() == "pulling manifest\npulling abc\nsuccess\n"
     tty = io.StringIO()
     q = StatusPrinter(stream=tty, bars=True)
-    q({"status": "pulling abc", "digest": "sha256:abc", "total": 100, "completed": 100})
+    q(ProgressEvent("pulling abc", digest="sha256:abc", total=100, completed=100))
     q.close()
     assert "100/100" in tty.getvalue()

@@ -51,7 +51,7 @@ def _layers(store: Store, name: str) -> dict[str, bytes]:
 
 def test_hf_co_default_quant_becomes_an_ollama_model(store, hub, ggufs):
     events: list[dict] = []
-    m = pull_hf(store, f"hf.co/{REPO}", progress=events.append)
+    m = pull_hf(store, f"hf.co/{REPO}", progress=lambda e: events.append(e.as_json()))
     name = f"hf.co/{REPO}:latest"
     layers = _layers(store, name)
     assert layers[MEDIA_MODEL] == ggufs["q4"].read_bytes()

@@ -31,8 +31,8 @@ def test_push_then_pull_round_trip(store, registry: FakeRegistry, small_gguf, fa
     name = f"{registry.host}/team/small:v1"
     _model(store, small_gguf, name)
     events: list[dict] = []
-    pushed = push_model(store, name, insecure=True, progress=events.append, settings=fast,
-                        chunk_size=1 << 20)
+    pushed = push_model(store, name, insecure=True, progress=lambda e: events.append(e.as_json()),
+                        settings=fast, chunk_size=1 << 20)
     assert registry.pushed == ["team/small:v1"]
     assert registry.manifests["team/small:v1"] == store.resolve(name).raw
     for layer in [*pushed.layers, pushed.config]:

@@ -39,7 +39,8 @@ def test_pull_plain_200_stores_every_layer_and_exact_manifest(store, registry, s
     model = _publish(registry, small_gguf)
     events: list[dict] = []
     name = f"{registry.host}/library/small:latest"
-    m = pull_model(store, name, insecure=True, progress=events.append, settings=fast)
+    m = pull_model(store, name, insecure=True, progress=lambda e: events.append(e.as_json()),
+                   settings=fast)
     _assert_complete(store, registry, model, name)
     assert m.digest == model.digest
     statuses = [e["status"] for e in events]

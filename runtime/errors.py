@@ -6,6 +6,7 @@
     ├── ModelfileError(line, col, msg)
     ├── GGUFError(path, reason)
     ├── StoreError                     corrupt manifest, missing blob, ...
+    │   ├── ReadOnlyStore(root)        the models dir cannot be written
     │   └── DigestMismatch(expected, actual)
     ├── InsufficientSpace(path, needed, free)
     ├── RegistryError(host, reason)    network / protocol failures
@@ -29,6 +30,8 @@
 Library code raises these; only the CLI's error boundary prints them.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class LlmcrateError(Exception):
@@ -80,6 +83,15 @@ class GGUFError(LlmcrateError):
 
 class StoreError(LlmcrateError):
     pass
+
+
+class ReadOnlyStore(StoreError):
+    """The models dir cannot be written (read-only mount, or not this user's)."""
+
+    def __init__(self, root: Path | str, *, permission: bool = False) -> None:
+        self.root = root
+        why = "is read-only for this user" if permission else "is read-only"
+        super().__init__(f"models dir {root} {why}")
 
 
 class DigestMismatch(StoreError):

@@ -23,11 +23,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable
 
-from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
+from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, ReadOnlyStore, StoreError
 from runtime.names import ModelName, parse_name
 
 logger = logging.getLogger(__name__)
@@ -223,13 +224,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class ReadOnlyStore(StoreError):
-    """The models dir cannot be written (read-only mount, or not this user's)."""
-
-    def __init__(self, root: Path, *, permission: bool = False) -> None:
-        self.root = root
-        why = "is read-only for this user" if permission else "is read-only"
-        super().__init__(f"models dir {root} {why}")
 
 
 def _write_error(e: OSError, root: Path) -> Exception:

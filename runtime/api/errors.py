@@ -22,13 +22,16 @@ from fastapi.responses import JSONResponse
 from runtime.errors import (
     DigestMismatch,
     EngineError,
+    GGUFError,
     ImageError,
     InvalidName,
     InvalidRequest,
     LlmcrateError,
     ModelfileError,
     ModelNotFound,
+    ReadOnlyStore,
     ServerBusy,
+    StoreError,
     TemplateError,
     UnsupportedCapability,
 )
@@ -53,10 +56,19 @@ class ApiError(Exception):
         self.message = message
 
 
-def status_for(err: LlmcrateError) -> int:
-    """HTTP status for a domain error (Ollama's handlers: handleScheduleError and friends)."""
+def status_for(err: LlmcrateError, *, request_input: bool = False) -> int:
+    """HTTP status for a domain error (Ollama's handlers: handleScheduleError and friends).
+
+    Args:
+        err: the error.
+        request_input: the error came from reading what the request itself supplied (``/api/create``:
+            its blobs, GGUF files and template), so a missing blob, a file that is not a GGUF or a
+            template that does not parse is the client's 400 — except a read-only store (500).
+    """
     if isinstance(err, ModelNotFound):
         return 404
+    if request_input and isinstance(err, (StoreError, GGUFError, TemplateError)):
+        return 500 if isinstance(err, ReadOnlyStore) else 400
     if isinstance(err, ServerBusy):
         return 503
     if isinstance(err, RequestFailed):       # the runner said which (a bad format: 400)
@@ -111,7 +123,7 @@ def to_api_error(err: BaseException, *, store: Store | None = None) -> ApiError:
     elif isinstance(err, LlmcrateError):
         api = ApiError(status_for(err), str(err))
     else:
-        logger.exception("unexpected error", exc_info=err)
+        logger.error("unexpected error", exc_info=err)
         api = ApiError(500, f"internal error: {err}")
     clean = scrub_paths(api.message, store=store)
     if clean == api.message:

@@ -29,15 +29,13 @@ from runtime.api.streaming import started, unless_disconnected, watch_disconnect
 from runtime.engine import Chunk
 from runtime.errors import (
     DigestMismatch,
-    GGUFError,
     InsufficientSpace,
     LlmcrateError,
     ModelNotFound,
     StoreError,
-    TemplateError,
 )
 from runtime.names import parse_name
-from runtime.store import ReadOnlyStore, check_digest
+from runtime.store import check_digest
 
 logger = logging.getLogger(__name__)
 
@@ -457,14 +455,8 @@ def _create_job(svc: Service, body: CreateBody) -> Job:
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         try:
             create_from_request(svc.store, name, req, progress=lambda e: report(e.as_json()))
-        except ModelNotFound as e:
-            raise ApiError(404, str(e)) from None
-        except ReadOnlyStore as e:                         # the server's fault, not the request's
-            raise ApiError(500, str(e)) from None
-        except (StoreError, GGUFError, TemplateError) as e:  # a missing blob, not a GGUF, a
-            raise ApiError(400, str(e)) from None              # template that does not parse
         except LlmcrateError as e:
-            raise ApiError(status_for(e), str(e)) from None
+            raise ApiError(status_for(e, request_input=True), str(e)) from None
 
     return job
 

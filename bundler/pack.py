@@ -31,7 +31,7 @@ from runtime import __version__
 from runtime.bundle.format import BUNDLE_FORMAT, BUNDLE_JSON, BundleMeta, FileEntry, ModelRecord
 from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
 from runtime.names import HFFileRef, parse_name, parse_reference
-from runtime.fileio import atomic_write, sha256_file, sha256_stream
+from runtime.fileio import atomic_write, fsync_dir, sha256_file, sha256_stream
 from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.store import MEDIA_LICENSE, Manifest, Store
 
@@ -285,6 +285,7 @@ class _Sink:
         os.fsync(self.raw.fileno())
         self.raw.close()
         os.replace(self.tmp, self.final)
+        fsync_dir(self.final.parent)
         return [self.final]
 
     def abort(self) -> None:

@@ -3,7 +3,7 @@
 Stdlib + :mod:`runtime.errors` only: ``install.sh`` runs :mod:`runtime.bundle` (which uses this)
 straight from the bundled wheel with the host's bare ``python3``.
 
-- :func:`new_temp` / :func:`atomic_write`: unique temp file in the target folder, fsync, rename,
+- :func:`new_temp` / :func:`atomic_write` / :func:`atomic_copy`: unique temp file in the target folder, fsync, rename,
   the temp removed in ``finally`` (STYLE.md habit 6; huggingface_hub ``_download_to_tmp_and_move``).
 - :func:`fsync_dir`: make a rename durable.
 - :func:`disk_error`: the LlmcrateError a failed write means (disk full -> InsufficientSpace).
@@ -129,6 +129,18 @@ def atomic_write(path: Path, data: bytes, *, make_temp: TempMaker | None = None)
         make_temp: makes the temp file; default :func:`new_temp` named
             ``.<name>.<random>.<pid>.tmp`` (the form ``runtime.bundle`` recovery recognises).
     """
+    _write_via_temp(path, lambda f: f.write(data), make_temp)
+
+
+def atomic_copy(src: Path, dst: Path, *, make_temp: TempMaker | None = None) -> None:
+    """Copy ``src`` to ``dst`` the way :func:`atomic_write` writes (for a move across filesystems)."""
+    def copy(out: IO[bytes]) -> None:
+        with open(src, "rb") as fin:
+            shutil.copyfileobj(fin, out, CHUNK)
+    _write_via_temp(dst, copy, make_temp)
+
+
+def _write_via_temp(path: Path, write: Callable[[IO[bytes]], object], make_temp: TempMaker | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if make_temp is None:
         fd, tmp = new_temp(path.parent, prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp")
@@ -137,7 +149,7 @@ def atomic_write(path: Path, data: bytes, *, make_temp: TempMaker | None = None)
     done = False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

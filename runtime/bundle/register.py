@@ -20,8 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runtime.bundle.archive import CHUNK
-from runtime.fileio import atomic_write, fsync_dir
+from runtime.fileio import TempMaker, atomic_copy, atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +34,17 @@ def _move_file(src: Path, dst: Path) -> None:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-    tmp = dst.with_name(f"{dst.name}.llmcrate-partial-{os.getpid()}")
-    try:
-        with open(src, "rb") as a, open(tmp, "wb") as b:
-            shutil.copyfileobj(a, b, CHUNK)
-            b.flush()
-            os.fsync(b.fileno())
-        os.replace(tmp, dst)
-        src.unlink()
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_copy(src, dst, make_temp=_partial_temp(dst))
+    src.unlink()
+
+
+def _partial_temp(dst: Path) -> TempMaker:
+    """The copy's temp file, ``<blob>.llmcrate-partial-<pid>``: :func:`recover_install` removes the
+    ones whose process is gone."""
+    def make(directory: Path) -> tuple[int, Path]:
+        tmp = directory / f"{dst.name}.llmcrate-partial-{os.getpid()}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), tmp
+    return make
 
 
 class _Journal:

@@ -311,3 +311,28 @@ def test_verify_reports_progress_events(tmp_path: Path) -> None:
     total = sum(len(v) for v in FILES.values())
     assert events and all(e.total == total and e.digest == "b.tar" for e in events)
     assert events[-1].completed == total
+
+
+def test_register_across_filesystems_copies_through_a_partial_temp(tmp_path: Path, monkeypatch) -> None:
+    """A models dir on another filesystem (rename gives EXDEV): each blob is copied to
+    ``<blob>.llmcrate-partial-<pid>``, fsynced and renamed; no temp is left, the source goes."""
+    import errno
+    import os
+
+    src, dst = tmp_path / "bundle" / "models", tmp_path / "store"
+    (src / "blobs").mkdir(parents=True)
+    (src / "manifests" / "h" / "ns" / "m").mkdir(parents=True)
+    (src / "blobs" / "sha256-aa").write_bytes(b"blob bytes")
+    (src / "manifests" / "h" / "ns" / "m" / "latest").write_bytes(b"{}")
+    real = os.rename
+
+    def cross_device(a: object, b: object) -> None:
+        if "blobs" in str(a):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    assert register_models(src, dst) == ["manifests/h/ns/m/latest"]
+    assert (dst / "blobs" / "sha256-aa").read_bytes() == b"blob bytes"
+    assert not (src / "blobs" / "sha256-aa").exists()
+    assert [p.name for p in (dst / "blobs").iterdir()] == ["sha256-aa"]

@@ -13,6 +13,7 @@ that wrote none were unreachable or not reached (a rolling upgrade stopped befor
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -144,7 +145,7 @@ def bundle_facts(path: Path) -> BundleFacts:
     if any(p.name.endswith((".gz", ".zst")) for p in files):
         raise BundleError(f"{path.name}: deploy takes uncompressed .tar bundles "
                           "(build with --compress none, the default)")
-    with ConcatReader(files) as whole:   # the volumes end to end: the bytes a host joins
+    with io.BufferedReader(ConcatReader(files)) as whole:  # the volumes end to end, as a host joins them
         got = sha256_stream(whole)
     models = tuple(sorted(parse_name(name).display for name in meta.models))
     return BundleFacts(files=tuple(p.resolve() for p in files), sha256=got.hex, size=got.size,

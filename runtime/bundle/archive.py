@@ -31,7 +31,7 @@ class ConcatReader(io.RawIOBase):
         self._total = sum(self._sizes)
         self._pos = 0
         self._idx = -1
-        self._fh: IO[bytes] | None = None
+        self._fh: io.BufferedReader | None = None
 
     def readable(self) -> bool:
         return True

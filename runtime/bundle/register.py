@@ -237,11 +237,11 @@ def recover_install(lib: Path, models_dir: Path | None = None) -> list[str]:
                 continue
             for path in (root.rglob("*") if sub == "manifests" else root.iterdir()):
                 m = _PARTIAL.search(path.name)
-                old = _OLD_PARTIAL.match(path.name)
+                legacy = _OLD_PARTIAL.match(path.name)
                 if m:
                     pid = int(m.group(1) or m.group(2))
-                elif old and int(old.group(1)) >= _OLD_MIN_PID:
-                    pid = int(old.group(1))
+                elif legacy and int(legacy.group(1)) >= _OLD_MIN_PID:
+                    pid = int(legacy.group(1))
                 else:
                     continue
                 if path.is_file() and not _pid_alive(pid):

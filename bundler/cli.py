@@ -64,7 +64,7 @@ def inspect(path: Path, files: bool) -> None:
     meta = read_bundle_json(path)
     tool = (meta.tool or {}).get("version", "?")
     click.echo(f"{meta.name} {meta.version}  (llmcrate {tool}, {meta.created_iso or '?'})")
-    click.echo(f"platform  {meta.platform or '?'}  glibc >= {'.'.join(map(str, meta.glibc_min or ())) or '?'}")
+    click.echo(f"platform  {meta.platform or '?'}  glibc >= {'.'.join(map(str, meta.glibc_min or ()))}")
     click.echo(f"python    {', '.join(meta.python or [])}")
     click.echo("runtimes  " + ", ".join(f"{n} ({f.get('source', '?')})" for n, f in (meta.runtimes or {}).items()))
     click.echo("models")

@@ -1,13 +1,14 @@
 """``llmcrate bundle build|inspect|verify``: thin click commands over :mod:`bundler.pack` and
-:mod:`runtime.verify`."""
+:mod:`runtime.bundle`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
+from runtime.bundle.archive import read_bundle_json
+from runtime.bundle.verify import verify_bundle
 from runtime.config import load_settings
-from runtime.verify import read_bundle_json, verify_bundle
 
 
 @click.group()
@@ -50,8 +51,9 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
     total = sum(p.stat().st_size for p in result.paths)
     for p in result.paths:
         click.echo(str(p))
-    click.echo(f"{len(result.meta['files']) + 1} files, {total / 1e6:.1f} MB, "
-               f"{len(result.meta['models'])} model(s), runtimes: {', '.join(result.meta['runtimes'])}", err=True)
+    meta = result.bundle
+    click.echo(f"{len(meta.files) + 1} files, {total / 1e6:.1f} MB, "
+               f"{len(meta.models)} model(s), runtimes: {', '.join(meta.runtimes or {})}", err=True)
 
 
 @bundle.command()
@@ -60,25 +62,32 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
 def inspect(path: Path, files: bool) -> None:
     """Show what a bundle holds (reads only bundle.json)."""
     meta = read_bundle_json(path)
-    click.echo(f"{meta['name']} {meta['version']}  (llmcrate {meta['tool']['version']}, {meta['created_iso']})")
-    click.echo(f"platform  {meta['platform']}  glibc >= {'.'.join(map(str, meta['glibc_min']))}")
-    click.echo(f"python    {', '.join(meta['python'])}")
-    click.echo("runtimes  " + ", ".join(f"{n} ({f['source']})" for n, f in meta["runtimes"].items()))
+    tool = (meta.tool or {}).get("version", "?")
+    click.echo(f"{meta.name} {meta.version}  (llmcrate {tool}, {meta.created_iso or '?'})")
+    click.echo(f"platform  {meta.platform or '?'}  glibc >= {'.'.join(map(str, meta.glibc_min or ()))}")
+    click.echo(f"python    {', '.join(meta.python or [])}")
+    click.echo("runtimes  " + ", ".join(f"{n} ({f.get('source', '?')})" for n, f in (meta.runtimes or {}).items()))
     click.echo("models")
-    for name, m in meta["models"].items():
-        click.echo(f"  {name:<40} {m['digest'][7:19]}  {m['size'] / 1e6:>10.1f} MB")
-    total = sum(e["size"] for e in meta["files"].values())
-    click.echo(f"{len(meta['files'])} files, {total / 1e6:.1f} MB")
+    for name, m in meta.models.items():
+        click.echo(f"  {name:<40} {(m.digest or '')[7:19]:<12}  {(m.size or 0) / 1e6:>10.1f} MB")
+    total = sum(e.size for e in meta.files.values())
+    click.echo(f"{len(meta.files)} files, {total / 1e6:.1f} MB")
     if files:
-        for rel, e in meta["files"].items():
-            click.echo(f"  {e['size']:>12}  {rel}")
+        for rel, e in meta.files.items():
+            click.echo(f"  {e.size:>12}  {rel}")
 
 
 @bundle.command()
 @click.argument("path", metavar="BUNDLE", type=click.Path(path_type=Path))
 def verify(path: Path) -> None:
     """Check every file of a bundle (tar, volumes or extracted folder) against its sha256."""
-    rep = verify_bundle(path)
+    from runtime.progress import StatusPrinter
+
+    bar = StatusPrinter()  # a progress bar on a terminal; quiet in logs
+    try:
+        rep = verify_bundle(path, progress=bar if bar.bars_on else None)
+    finally:
+        bar.close()
     click.echo(f"OK: {rep.name} {rep.version}: {rep.files} files, {rep.bytes / 1e6:.1f} MB, "
                f"{len(rep.models)} model(s) verified")
 

@@ -13,7 +13,7 @@ that wrote none were unreachable or not reached (a rolling upgrade stopped befor
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import logging
 import os
@@ -30,9 +30,10 @@ from typing import Any, Callable
 
 import yaml
 
+from runtime.bundle.archive import ConcatReader, read_bundle_json, volumes_of
 from runtime.errors import BundleError, DeployError
+from runtime.fileio import sha256_stream
 from runtime.names import parse_name
-from runtime.verify import read_bundle_json, top_folder, volumes_of
 
 logger = logging.getLogger(__name__)
 
@@ -145,17 +146,11 @@ def bundle_facts(path: Path) -> BundleFacts:
     if any(p.name.endswith((".gz", ".zst")) for p in files):
         raise BundleError(f"{path.name}: deploy takes uncompressed .tar bundles "
                           "(build with --compress none, the default)")
-    h = hashlib.sha256()
-    size = 0
-    for p in files:
-        with open(p, "rb") as f:
-            while chunk := f.read(8 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    models = tuple(sorted(parse_name(name).display for name in meta.get("models", {})))
-    return BundleFacts(files=tuple(p.resolve() for p in files), sha256=h.hexdigest(), size=size,
-                       name=str(meta["name"]), version=str(meta["version"]),
-                       top=top_folder(meta), models=models)
+    with io.BufferedReader(ConcatReader(files)) as whole:  # the volumes end to end, as a host joins them
+        got = sha256_stream(whole)
+    models = tuple(sorted(parse_name(name).display for name in meta.models))
+    return BundleFacts(files=tuple(p.resolve() for p in files), sha256=got.hex, size=got.size,
+                       name=meta.name, version=meta.version, top=meta.top, models=models)
 
 
 # ---- the playbook ------------------------------------------------------------------------------

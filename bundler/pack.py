@@ -12,7 +12,6 @@ import concurrent.futures
 import gzip
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -22,18 +21,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterable, Literal
+from typing import IO, Any, BinaryIO, Callable, Literal
 
 import jinja2
 
 from bundler import wheels as wh
 from bundler.spec import BundleSpec, ModelSpec
 from runtime import __version__
+from runtime.bundle.format import BUNDLE_FORMAT, BUNDLE_JSON, BundleMeta, FileEntry, ModelRecord
 from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
+from runtime.fileio import atomic_write, fsync_dir, sha256_file, sha256_stream
 from runtime.names import ModelName, parse_name
+from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.sources import HUGGINGFACE, PullOptions, SourceRef, pull, resolve
 from runtime.store import MEDIA_LICENSE, Manifest, Store
-from runtime.verify import BUNDLE_FORMAT, BUNDLE_JSON
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +61,11 @@ def _bytes_entry(arcname: str, data: bytes, mode: int = 0o644) -> Entry:
 
 
 def _hashed_entry(arcname: str, size: int, opener: Callable[[], IO[bytes]], mode: int = 0o644) -> Entry:
-    h = hashlib.sha256()
-    n = 0
     with opener() as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    if n != size:
-        raise BundleError(f"{arcname}: read {n} bytes, expected {size}")
-    return Entry(arcname, size, h.hexdigest(), opener, mode)
+        got = sha256_stream(fh, chunk=CHUNK)
+    if got.size != size:
+        raise BundleError(f"{arcname}: read {got.size} bytes, expected {size}")
+    return Entry(arcname, size, got.hex, opener, mode)
 
 
 def _file_entry(arcname: str, path: Path, mode: int = 0o644) -> Entry:
@@ -280,14 +277,14 @@ class _Sink:
                 dst = self.final.with_name(f"{self.final.name}.{i:03d}")
                 os.replace(p, dst)
                 finals.append(dst)
-                lines.append(f"{_sha256_file(dst)}  {dst.name}\n")
-            vol = self.final.with_name(f"{self.final.name}.volumes")
-            vol.write_text("".join(lines))
+                lines.append(f"{sha256_file(dst).hex}  {dst.name}\n")
+            atomic_write(self.final.with_name(f"{self.final.name}.volumes"), "".join(lines).encode())
             return finals
         self.raw.flush()
         os.fsync(self.raw.fileno())
         self.raw.close()
         os.replace(self.tmp, self.final)
+        fsync_dir(self.final.parent)
         return [self.final]
 
     def abort(self) -> None:
@@ -299,14 +296,6 @@ class _Sink:
         for p in paths:
             if p.exists():
                 p.unlink()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +400,7 @@ def _read_into(fh: IO[bytes], view: memoryview) -> int:
 @dataclass(frozen=True)
 class BuildResult:
     paths: list[Path]
-    meta: dict[str, Any]
+    bundle: BundleMeta      # what was written as bundle.json
 
 
 def _safe(name: str) -> str:
@@ -429,7 +418,7 @@ def output_path(spec: BundleSpec, out: Path | None, compression: Compression) ->
 def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
                  compression: Compression = "none", split: int | None = None, rehash: bool = True,
                  progress: Callable[[str], None] | None = None,
-                 events: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
+                 events: ProgressCallback | None = None) -> BuildResult:
     """Build the bundle ``spec`` describes; returns the written file(s) and bundle.json.
 
     Args:
@@ -442,8 +431,8 @@ def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
             trusts the store (blobs were verified when they entered it) and lets the kernel copy
             them, which is as fast as ``tar -cf``; the target's verify still checks every byte.
         progress: receives one-line status messages.
-        events: receives byte progress while the tar is written, as ``/api/pull``-style dicts
-            (``status``, ``digest``, ``total``, ``completed``) for a progress bar.
+        events: receives byte progress while the tar is written (``ProgressEvent`` with the
+            archive's name as ``digest``, ``total`` and ``completed`` bytes), for a progress bar.
     """
     say = progress or (lambda _s: None)
     final = output_path(spec, out, compression)
@@ -452,21 +441,20 @@ def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
     with tempfile.TemporaryDirectory(prefix=".llmcrate-build-", dir=final.parent) as work:
         say("collecting wheels")
         house = wh.build_wheelhouse(spec, Path(work))
-        entries, meta = _collect(spec, store, models, house)
+        entries, bundle = _collect(spec, store, models, house)
         say(f"writing {final.name} ({sum(e.size for e in entries) / 1e6:.1f} MB)")
         sink = _Sink(final, compression, split)
         try:
             tw = TarStreamer(sink, top=spec.top, mtime=spec.created, rehash=rehash)
-            meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n"
-            tw.add(_bytes_entry(BUNDLE_JSON, meta_bytes))
+            tw.add(_bytes_entry(BUNDLE_JSON, bundle.dumps()))
             total, done = sum(e.size for e in entries), 0
 
             def bump(n: int) -> None:
                 nonlocal done
                 done += n
                 if events:
-                    events({"status": f"writing {final.name}", "digest": final.name,
-                            "total": total, "completed": done})
+                    events(ProgressEvent(status=f"writing {final.name}", digest=final.name,
+                                         total=total, completed=done))
 
             for e in entries:
                 tw.add(e, progress=bump)
@@ -475,11 +463,11 @@ def build_bundle(spec: BundleSpec, *, store: Store, out: Path | None = None,
         except BaseException:
             sink.abort()
             raise
-    return BuildResult(paths=paths, meta=meta)
+    return BuildResult(paths=paths, bundle=bundle)
 
 
 def _collect(spec: BundleSpec, store: Store, models: list[BundledModel],
-             house: wh.Wheelhouse) -> tuple[list[Entry], dict[str, Any]]:
+             house: wh.Wheelhouse) -> tuple[list[Entry], BundleMeta]:
     wheel_entries = [_file_entry(f"wheels/{w.name}", w) for w in house.wheels]
     licenses: list[Entry] = []
     seen_licenses: set[str] = set()
@@ -510,13 +498,13 @@ def _collect(spec: BundleSpec, store: Store, models: list[BundledModel],
         runtimes[rt.name] = facts
     model_entries: list[Entry] = []
     blob_entries: dict[str, Entry] = {}
-    models_meta: dict[str, Any] = {}
+    models_meta: dict[str, ModelRecord] = {}
     for m in models:
         rel = "models/" + parse_name(m.target).manifest_relpath().as_posix()
         raw = m.manifest.raw
         model_entries.append(_bytes_entry(rel, raw))
-        models_meta[_display(m.target)] = {"name": m.target, "manifest": rel, "digest": m.manifest.digest,
-                                           "size": m.manifest.size}
+        models_meta[_display(m.target)] = ModelRecord(name=m.target, manifest=rel, digest=m.manifest.digest,
+                                                      size=m.manifest.size)
         for i, layer in enumerate(m.manifest.all_blobs()):
             path = store.blob_path(layer.digest)
             if not path.is_file():
@@ -541,16 +529,16 @@ def _collect(spec: BundleSpec, store: Store, models: list[BundledModel],
     if len(names) != len(set(names)):
         dup = next(n for n in names if names.count(n) > 1)
         raise BundleError(f"two bundle files would be named {dup}")
-    meta = {
-        "format": BUNDLE_FORMAT, "name": spec.name, "version": spec.version, "created": spec.created,
-        "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(spec.created)),
-        "tool": {"name": "llmcrate", "version": __version__},
-        "arch": spec.arch, "platform": spec.platform, "glibc_min": wh.glibc_min(house.wheels),
-        "python": list(spec.python), "pip": dict(house.pip), "llmcrate_wheel": context["llmcrate_wheel"],
-        "models": models_meta, "runtimes": runtimes, "service": context["service"],
-        "files": {e.arcname: {"sha256": e.sha256, "size": e.size} for e in entries},
-    }
-    return entries, meta
+    bundle = BundleMeta(
+        format=BUNDLE_FORMAT, name=spec.name, version=spec.version, created=spec.created,
+        created_iso=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(spec.created)),
+        tool={"name": "llmcrate", "version": __version__},
+        arch=spec.arch, platform=spec.platform, glibc_min=wh.glibc_min(house.wheels),
+        python=list(spec.python), pip=dict(house.pip), llmcrate_wheel=context["llmcrate_wheel"],
+        models=models_meta, runtimes=runtimes, service=context["service"],
+        files={e.arcname: FileEntry(sha256=e.sha256, size=e.size) for e in entries},
+    )
+    return entries, bundle
 
 
 def parse_size(text: str) -> int:
@@ -562,9 +550,3 @@ def parse_size(text: str) -> int:
     if n < 1 << 20:
         raise BundleError(f"volume size {text!r} is too small (1M at least)")
     return n
-
-
-def iter_entries(meta: dict[str, Any]) -> Iterable[tuple[str, int]]:
-    """(path, size) of every file a bundle.json lists, for ``bundle inspect``."""
-    for rel, e in meta["files"].items():
-        yield rel, e["size"]

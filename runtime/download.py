@@ -25,14 +25,12 @@ for failures worth retrying and a :class:`~runtime.errors.LlmcrateError` for the
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import random
-import shutil
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -41,13 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from runtime.errors import (
-    ConfigError,
-    InsufficientSpace,
-    LlmcrateError,
-    RegistryError,
-    StoreError,
-)
+from runtime.errors import ConfigError, RegistryError, StoreError
+from runtime.fileio import disk_error
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +334,7 @@ class BlobDownload:
             ok = True
             return digest
         except OSError as e:
-            raise _disk_error(e, self.partial.parent) from e
+            raise disk_error(e, self.partial.parent) from e
         finally:
             if not (ok and keep_lock):
                 self.release()
@@ -571,9 +564,3 @@ class _FrontierHasher(threading.Thread):
         if self._error is not None:
             raise self._error
         return "sha256:" + self.sha.hexdigest()
-
-
-def _disk_error(e: OSError, where: Path) -> LlmcrateError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpace(str(where), 0, shutil.disk_usage(where).free)
-    return StoreError(f"cannot write to {where}: {e.strerror or e}")

@@ -14,9 +14,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    # tqdm is imported when a bar is drawn: ProgressEvent must import on the target's bare python3
+    # (install.sh runs runtime.bundle from the wheel with no site-packages)
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class StatusPrinter:
     def _bar(self, status: str, digest: str, total: int, completed: int) -> None:
         bar = self._bars.get(digest)
         if bar is None:
+            from tqdm import tqdm
+
             if not self.bars_on:
                 # one line per layer, when it starts, keeps logs readable
                 self.stream.write(status + "\n")

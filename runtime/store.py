@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, ReadOnlyStore, StoreError
+from runtime.fileio import atomic_write, disk_error, fsync_dir, new_temp, sha256_file
 from runtime.names import ModelName, parse_name
 
 logger = logging.getLogger(__name__)
@@ -68,21 +68,6 @@ def check_digest(digest: str) -> str:
             if len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart):
                 return hexpart
     raise StoreError(f'invalid digest "{digest}" (expected sha256:<64 hex digits>)')
-
-
-def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            if progress:
-                progress(n)
-    return "sha256:" + h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -174,25 +159,6 @@ class ModelEntry:
     path: Path = field(repr=False, default=Path())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def new_temp_file(directory: Path) -> tuple[int, Path]:
     """A unique temp file in ``directory``, readable like any file this process creates
     (0666 less the umask: 0644 usually). mkstemp's 0600 would leave blobs written by root
@@ -202,16 +168,12 @@ def new_temp_file(directory: Path) -> tuple[int, Path]:
     Its name carries this process's PID and the returned descriptor holds an ``flock`` on it,
     so :meth:`Store.reclaim_temps` can tell a file a killed writer left from one being written.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    except OSError:
-        pass
+    fd, tmp = new_temp(directory, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:                     # a filesystem without locks: the PID still tells
         pass
-    return fd, Path(tmp)
+    return fd, tmp
 
 
 def _pid_alive(pid: int) -> bool:
@@ -232,26 +194,12 @@ def _write_error(e: OSError, root: Path) -> Exception:
         return ReadOnlyStore(root)
     if e.errno in (errno.EACCES, errno.EPERM):
         return ReadOnlyStore(root, permission=True)
-    return _disk_error(e, root)
+    return disk_error(e, root)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a unique temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = new_temp_file(path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``data`` to ``path`` via a unique (locked) temp file in the same folder, fsync, rename."""
+    atomic_write(path, data, make_temp=new_temp_file)
 
 
 class Store:
@@ -280,7 +228,7 @@ class Store:
         p = self.blob_path(digest)
         if not p.is_file():
             return False
-        if verify and sha256_file(p) != "sha256:" + check_digest(digest):
+        if verify and sha256_file(p).digest != "sha256:" + check_digest(digest):
             logger.warning("blob %s is corrupt; removing it", p.name)
             p.unlink(missing_ok=True)
             return False
@@ -363,14 +311,14 @@ class Store:
             tmp.unlink(missing_ok=True)  # identical content already stored
             return self.blob_path(digest)
         os.replace(tmp, final)
-        _fsync_dir(self.blobs_dir)
+        fsync_dir(self.blobs_dir)
         return final
 
     def commit_blob(self, tmp: Path, digest: str, *, verify: bool = True) -> Path:
         """Move a finished file (same filesystem) into place, checking its sha256 first."""
         check_digest(digest)
         if verify:
-            actual = sha256_file(tmp)
+            actual = sha256_file(tmp).digest
             if actual != "sha256:" + check_digest(digest):
                 tmp.unlink(missing_ok=True)
                 raise DigestMismatch("sha256:" + check_digest(digest), actual)
@@ -741,9 +689,3 @@ def _pipelined_copy(fin: BinaryIO, out_fd: int,
 
 def _name(name: str | ModelName) -> ModelName:
     return name if isinstance(name, ModelName) else parse_name(name)
-
-
-def _disk_error(e: OSError, where: Path) -> Exception:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpace(str(where), 0, shutil.disk_usage(where).free)
-    return StoreError(f"cannot write to {where}: {e.strerror or e}")

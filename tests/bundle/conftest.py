@@ -15,7 +15,7 @@ import yaml
 from bundler.pack import TarStreamer, _bytes_entry, _Sink, build_bundle
 from bundler.spec import load_spec
 from runtime.store import Store
-from runtime.verify import BUNDLE_FORMAT
+from runtime.bundle.format import BUNDLE_FORMAT, BundleMeta
 from tests.fakes import FakeRegistry
 
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -25,7 +25,7 @@ BOT_SYSTEM = "You are a terse test bot."
 @dataclass
 class Built:
     tar: Path
-    meta: dict[str, Any]
+    bundle: BundleMeta
     spec: Path
     store: Store
     registry_name: str
@@ -68,7 +68,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, fake_registry: FakeRegistry)
     with pytest.MonkeyPatch.context() as mp:  # session scope: the per-test HOME is not set up yet
         mp.setenv("LLMCRATE_CACHE", str(root / "cache"))
         result = build_bundle(load_spec(spec_path, env={}), store=store, out=root / "out.tar")
-    return Built(tar=result.paths[0], meta=result.meta, spec=spec_path, store=store,
+    return Built(tar=result.paths[0], bundle=result.bundle, spec=spec_path, store=store,
                  registry_name=f"{fake_registry.host}/library/tiny:latest")
 
 

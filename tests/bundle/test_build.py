@@ -26,37 +26,37 @@ def test_bundle_contents(built: Built) -> None:
         first = tf.getmembers()[0]
         modes = {m.name.split("/", 1)[1]: m.mode for m in tf.getmembers()}
     assert names[0] == "bundle.json" and first.name == "demo-1.0/bundle.json"
-    assert set(names[1:]) == set(built.meta["files"])
+    assert set(names[1:]) == set(built.bundle.files)
     for script in ("install.sh", "start.sh", "uninstall.sh"):
         assert modes[script] == 0o755
     wheels = {n.split("/")[1].split("-")[0] for n in names if n.startswith("wheels/")}
     assert {"llmcrate", "llama_cpp_python", "pip", "fastapi", "uvicorn", "click", "jinja2", "numpy"} <= wheels
     assert "pytest" not in wheels and "huggingface_hub" not in wheels  # only what the target needs
-    assert built.meta["pip"] == {PY: next(n.split("/")[1] for n in names if n.startswith("wheels/pip-"))}
+    assert built.bundle.pip == {PY: next(n.split("/")[1] for n in names if n.startswith("wheels/pip-"))}
     libs = {n.split("/")[-1] for n in names if n.startswith("runtimes/cpu/")}
     assert {"libllama.so", "libggml.so", "libggml-base.so", "libllama.so.0"} <= libs
     assert not any(n.count(".") > 2 and n.startswith("libllama.so.0.") for n in libs)  # no third copy
     assert any(n.startswith("LICENSES/models/tiny_latest/") for n in names)
     assert any(n.startswith("LICENSES/wheels/llama_cpp_python/") for n in names)
-    models = built.meta["models"]
+    models = built.bundle.models
     assert set(models) == {"tiny:latest", "tinybot:latest"}
-    assert models["tiny:latest"]["manifest"] == "models/manifests/registry.ollama.ai/library/tiny/latest"
+    assert models["tiny:latest"].manifest == "models/manifests/registry.ollama.ai/library/tiny/latest"
     # the registry model's manifest is carried byte for byte (its digest is the model ID)
-    assert models["tiny:latest"]["digest"] == built.store.resolve(built.registry_name).digest
-    assert built.meta["runtimes"]["cpu"]["source"] == "installed package"
-    assert built.meta["python"] == [PY] and built.meta["arch"] == "x86_64"
+    assert models["tiny:latest"].digest == built.store.resolve(built.registry_name).digest
+    assert built.bundle.runtimes["cpu"]["source"] == "installed package"
+    assert built.bundle.python == [PY] and built.bundle.arch == "x86_64"
 
 
 def test_llmcrate_wheel_carries_templates_and_entry_point(built: Built, tmp_path: Path) -> None:
     with tarfile.open(built.tar) as tf:
-        member = tf.getmember(f"demo-1.0/wheels/{built.meta['llmcrate_wheel']}")
+        member = tf.getmember(f"demo-1.0/wheels/{built.bundle.llmcrate_wheel}")
         data = tf.extractfile(member).read()  # type: ignore[union-attr]
     (tmp_path / "w.whl").write_bytes(data)
     with zipfile.ZipFile(tmp_path / "w.whl") as zf:
         names = zf.namelist()
         eps = zf.read("llmcrate-0.1.0.dist-info/entry_points.txt").decode()
         record = zf.read("llmcrate-0.1.0.dist-info/RECORD").decode()
-    assert "bundler/templates/install.sh" in names and "runtime/verify.py" in names
+    assert "bundler/templates/install.sh" in names and "runtime/bundle/verify.py" in names
     assert "llmcrate = runtime.cli:main" in eps
     assert all(n in record for n in names)
 
@@ -155,7 +155,7 @@ def test_inspect_reads_only_bundle_json(built: Built, tmp_path: Path) -> None:
     cut.write_bytes(built.tar.read_bytes()[:second.offset])
     r = CliRunner().invoke(main, ["bundle", "inspect", str(cut), "--files"])
     assert r.exit_code == 0 and "models/blobs/sha256-" in r.output
-    assert json.loads(json.dumps(built.meta))["name"] == "demo"
+    assert json.loads(json.dumps(built.bundle.to_json()))["name"] == "demo"
     r = CliRunner().invoke(main, ["bundle", "verify", str(cut)])
     assert r.exit_code == 1 and "truncated" in r.output
 
@@ -163,7 +163,7 @@ def test_inspect_reads_only_bundle_json(built: Built, tmp_path: Path) -> None:
 def test_trusting_the_store_gives_the_same_bytes(built: Built, tmp_path: Path) -> None:
     """--trust-store copies blobs in the kernel; same bytes, and a corrupt blob still fails verify."""
     from runtime.errors import DigestMismatch
-    from runtime.verify import verify_bundle
+    from runtime.bundle.verify import verify_bundle
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     from tests.bundle.test_verify import _tree_digest
@@ -173,7 +173,7 @@ def test_trusting_the_store_gives_the_same_bytes(built: Built, tmp_path: Path) -
     slow = build_bundle(spec, store=built.store, out=tmp_path / "b")
     if _tree_digest() == before:  # else another edit landed between the builds (llmcrate wheel differs)
         assert fast.paths[0].read_bytes() == slow.paths[0].read_bytes()
-    assert verify_bundle(fast.paths[0]).files == len(built.meta["files"])
+    assert verify_bundle(fast.paths[0]).files == len(built.bundle.files)
     import shutil
     shutil.copytree(built.store.root, tmp_path / "store")
     store = Store(tmp_path / "store")
@@ -203,9 +203,9 @@ def test_download_mode_offline_from_a_local_wheelhouse(built: Built, tmp_path: P
     path = built.spec.with_name("download.yaml")
     path.write_text(yaml.safe_dump(spec))
     res = build_bundle(load_spec(path, env={}), store=built.store, out=tmp_path / "d.tar")
-    wheels = {k.split("/")[1] for k in res.meta["files"] if k.startswith("wheels/")}
-    assert wheels == {k.split("/")[1] for k in built.meta["files"] if k.startswith("wheels/")}
-    assert res.meta["runtimes"]["cpu"]["source"] == "wheel"
+    wheels = {k.split("/")[1] for k in res.bundle.files if k.startswith("wheels/")}
+    assert wheels == {k.split("/")[1] for k in built.bundle.files if k.startswith("wheels/")}
+    assert res.bundle.runtimes["cpu"]["source"] == "wheel"
     # a requirement the wheelhouse cannot satisfy fails with pip's reason
     for w in house.glob("click-*.whl"):
         w.unlink()
@@ -256,25 +256,26 @@ def test_build_reports_byte_progress(tmp_path, fake_registry, monkeypatch):
     """`bundle build` draws a progress bar from these events while the tar is written."""
     from bundler.pack import build_bundle
     from bundler.spec import load_spec
+    from runtime.progress import ProgressEvent
     from runtime.store import Store
     from tests.bundle.conftest import write_demo_spec
 
     monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
     spec = write_demo_spec(tmp_path / "spec", fake_registry.host)
-    events: list[dict] = []
+    events: list[ProgressEvent] = []
     build_bundle(load_spec(spec, env={}), store=Store(tmp_path / "store"), out=tmp_path / "o.tar",
                  events=events.append)
     assert events, "no progress events"
-    done = [e["completed"] for e in events]
-    assert done == sorted(done) and done[-1] == events[-1]["total"] > 100_000
-    assert {e["digest"] for e in events} == {"o.tar"}
+    done = [e.completed for e in events]
+    assert done == sorted(done) and done[-1] == events[-1].total > 100_000
+    assert {e.digest for e in events} == {"o.tar"}
 
 
 def test_vision_models_carry_their_projector(tmp_path, fake_registry, tiny_vision, monkeypatch):
     """A Modelfile vision model (FROM model + FROM mmproj) and a registry model with Ollama's
     projector layer: the bundle holds every layer of both, and verifies."""
     from runtime.store import MEDIA_PROJECTOR
-    from runtime.verify import verify_bundle
+    from runtime.bundle.verify import verify_bundle
 
     monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
     model, mmproj = tiny_vision
@@ -294,10 +295,10 @@ def test_vision_models_carry_their_projector(tmp_path, fake_registry, tiny_visio
         "wheels": {"source": "installed"}}))
     store = Store(tmp_path / "store")
     result = build_bundle(load_spec(spec, env={}), store=store, out=tmp_path / "v.tar")
-    files = set(result.meta["files"])
+    files = set(result.bundle.files)
     with tarfile.open(result.paths[0]) as tf:
         for name in ("eyes:latest", "tinyvl:latest", "describer:latest"):
-            rel = result.meta["models"][name]["manifest"]
+            rel = result.bundle.models[name].manifest
             manifest = json.loads(tf.extractfile(f"vision-1/{rel}").read())  # type: ignore[union-attr]
             kinds = [x["mediaType"] for x in manifest["layers"]]
             assert kinds.count(MEDIA_PROJECTOR) == 1, name

@@ -24,9 +24,9 @@ def _install(bundle: Path, prefix: Path, port: int, kill_at: str | None = None
 
 
 def _recover(bundle: Path, prefix: Path) -> str:
-    """What install.sh runs first: ``runtime.verify recover`` from the bundle's own wheel."""
+    """What install.sh runs first: ``runtime.bundle recover`` from the bundle's own wheel."""
     wheel = next((bundle / "wheels").glob("llmcrate-*.whl"))
-    r = subprocess.run([shutil.which("python3") or "python3", "-s", "-m", "runtime.verify", "recover",
+    r = subprocess.run([shutil.which("python3") or "python3", "-s", "-m", "runtime.bundle", "recover",
                         "--lib", str(prefix / "lib/llmcrate"),
                         "--models-dir", str(prefix / "var/lib/llmcrate/models")],
                        env={**_env(), "PYTHONPATH": str(wheel)}, capture_output=True, text=True)
@@ -114,7 +114,7 @@ def _dead_pid() -> int:
 def test_leftovers_of_install_runs_without_a_state_file(tmp_path: Path) -> None:
     """install.sh before this fix kept no state file: killed between its renames it left only
     .llmcrate.old.PID (restored), otherwise leftovers that are simply removed."""
-    from runtime.verify import recover_install
+    from runtime.bundle.register import recover_install
 
     lib, models = tmp_path / "lib/llmcrate", tmp_path / "models"
     pid = _dead_pid()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.verify import verify_bundle
+from runtime.bundle.verify import verify_bundle
 from tests.bundle.conftest import BOT_SYSTEM, Built
 
 pytestmark = pytest.mark.e2e

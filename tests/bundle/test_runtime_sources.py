@@ -116,7 +116,7 @@ def test_wheel_and_index_runtimes(fake_registry: FakeRegistry, tmp_path: Path, p
                  {"cpu": {"wheel": str(cpu)}, "cuda12": {"index": url, "cuda": "12.4"}})
     result = build_bundle(load_spec(spec, env={}), store=Store(tmp_path / "store"),
                           out=tmp_path / "out.tar")
-    runtimes = result.meta["runtimes"]
+    runtimes = result.bundle.runtimes
     assert runtimes["cpu"]["source"] == "wheel"
     assert runtimes["cuda12"]["source"] == "wheel index" and runtimes["cuda12"]["cuda"] == "12.4"
     files = _members(result.paths[0])
@@ -180,10 +180,10 @@ def test_build_runtime_compiles_the_sdist_with_its_cmake_args(fake_registry: Fak
                  {"cpu": {"build": {"cmake_args": "-DGGML_NATIVE=OFF -DLLMCRATE_TEST=1"}}})
     result = build_bundle(load_spec(spec, env={}), store=Store(tmp_path / "store"),
                           out=tmp_path / "out.tar")
-    assert result.meta["runtimes"]["cpu"]["source"] == "source build"
-    assert result.meta["runtimes"]["cpu"]["portable"] is True
+    assert result.bundle.runtimes["cpu"]["source"] == "source build"
+    assert result.bundle.runtimes["cpu"]["portable"] is True
     lib = _members(result.paths[0])["runtimes/cpu/libllama.so"]
     assert lib == b"\x7fELF built with -DGGML_NATIVE=OFF -DLLMCRATE_TEST=1"
     digest = hashlib.sha256(lib).hexdigest()
-    assert result.meta["files"]["runtimes/cpu/libllama.so"]["sha256"] == digest
+    assert result.bundle.files["runtimes/cpu/libllama.so"].sha256 == digest
     assert os.environ["PIP_INDEX_URL"].startswith("http://127.0.0.1:")

@@ -22,7 +22,7 @@ from bundler.pack import (
 )
 from bundler.spec import parse_spec
 from runtime.store import MEDIA_CONFIG, MEDIA_MODEL, Layer, Manifest
-from runtime.verify import substitute
+from runtime.bundle.install import substitute
 
 GOLDEN = Path(__file__).parent / "golden"
 SCRIPTS = ("install.sh", "start.sh", "uninstall.sh")

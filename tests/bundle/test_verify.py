@@ -1,4 +1,4 @@
-"""runtime.verify: digests, truncation, tampering, unsafe members, volumes, registration, preflight."""
+"""runtime.bundle: digests, truncation, tampering, unsafe members, volumes, registration, preflight."""
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import BundleError, DigestMismatch, UnsafeArchive
-from runtime.verify import (
-    preflight,
-    read_bundle_json,
-    register_models,
-    rollback_models,
-    safe_extract,
-    verify_bundle,
-)
+from runtime.bundle.archive import read_bundle_json
+from runtime.bundle.preflight import preflight
+from runtime.bundle.register import register_models, rollback_models
+from runtime.bundle.verify import safe_extract, verify_bundle
 from tests.bundle.conftest import Built, make_bundle, tar_with
 
 FILES = {"install.sh": b"#!/bin/sh\necho hi\n", "wheels/a.whl": b"A" * 5000, "models/blobs/x": b"x" * 70000}
@@ -134,7 +130,7 @@ def test_extracted_folder_checks(tmp_path: Path) -> None:
 def test_demo_bundle_verifies_as_tar_and_folder(built: Built, tmp_path: Path) -> None:
     rep = verify_bundle(built.tar)
     assert set(rep.models) == {"tiny:latest", "tinybot:latest"}
-    assert rep.files == len(built.meta["files"])
+    assert rep.files == len(built.bundle.files)
     # GNU tar extracts it as an operator would, and the folder verifies the same
     subprocess.run(["tar", "-xf", str(built.tar), "-C", str(tmp_path)], check=True)
     assert verify_bundle(tmp_path / "demo-1.0").models == rep.models
@@ -175,8 +171,8 @@ def test_split_volumes_and_missing_volume(built: Built, tmp_path: Path) -> None:
     assert len(res.paths) >= 3 and all(p.stat().st_size <= 20 << 20 for p in res.paths)
     # what an operator does: cat the volumes back into one tar
     (tmp_path / "joined.tar").write_bytes(b"".join(p.read_bytes() for p in res.paths))
-    assert verify_bundle(tmp_path / "joined.tar").files == len(built.meta["files"])
-    assert verify_bundle(res.paths[0]).files == len(built.meta["files"])
+    assert verify_bundle(tmp_path / "joined.tar").files == len(built.bundle.files)
+    assert verify_bundle(res.paths[0]).files == len(built.bundle.files)
     sums = (tmp_path / "v.tar.volumes").read_text()
     assert subprocess.run(["sha256sum", "-c", "--quiet", "v.tar.volumes"], cwd=tmp_path).returncode == 0, sums
     res.paths[1].unlink()
@@ -191,7 +187,7 @@ def test_compressed_bundles(built: Built, tmp_path: Path, compression: str) -> N
     res = build_bundle(load_spec(built.spec, env={}), store=built.store, out=tmp_path, compression=compression)  # type: ignore[arg-type]
     assert res.paths[0].name == f"demo-1.0.tar.{compression}"
     assert verify_bundle(res.paths[0]).models.keys() == {"tiny:latest", "tinybot:latest"}
-    assert read_bundle_json(res.paths[0])["name"] == "demo"
+    assert read_bundle_json(res.paths[0]).name == "demo"
     flag = "-z" if compression == "gz" else "--zstd"
     listing = subprocess.run(["tar", flag, "-tf", str(res.paths[0])], capture_output=True, text=True, check=True)
     assert listing.stdout.splitlines()[0] == "demo-1.0/bundle.json"
@@ -252,7 +248,7 @@ def test_register_moves_blobs_keeps_existing_and_rolls_back(built: Built, tmp_pa
     assert old_bot.read_bytes() == b'{"old": true}'
     assert not (store / "manifests/registry.ollama.ai/library/tiny/latest").exists()
     assert not any((store / "blobs").iterdir())
-    assert verify_bundle(root).files == len(built.meta["files"])  # blobs are back in the bundle
+    assert verify_bundle(root).files == len(built.bundle.files)  # blobs are back in the bundle
 
 
 # -- preflight ---------------------------------------------------------------------------------
@@ -280,14 +276,63 @@ def test_preflight_ok_and_refusals(built: Built, tmp_path: Path) -> None:
 
 
 def test_verify_module_runs_from_the_wheel_alone(built: Built, tmp_path: Path) -> None:
-    """install.sh runs runtime.verify from the llmcrate wheel with the host python and nothing else."""
+    """install.sh runs runtime.bundle from the llmcrate wheel with the host python and nothing else."""
     root = _extract(built, tmp_path)
-    wheel = root / "wheels" / built.meta["llmcrate_wheel"]
-    r = subprocess.run([sys.executable, "-S", "-s", "-m", "runtime.verify", "verify", str(root)],
+    wheel = root / "wheels" / built.bundle.llmcrate_wheel
+    r = subprocess.run([sys.executable, "-S", "-s", "-m", "runtime.bundle", "verify", str(root)],
                        env={"PYTHONPATH": str(wheel), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "2 model(s) verified" in r.stdout
     (root / "start.sh").write_text("tampered")
-    r = subprocess.run([sys.executable, "-S", "-s", "-m", "runtime.verify", "verify", str(root)],
+    r = subprocess.run([sys.executable, "-S", "-s", "-m", "runtime.bundle", "verify", str(root)],
                        env={"PYTHONPATH": str(wheel)}, capture_output=True, text=True)
     assert r.returncode == 1 and "start.sh" in r.stderr
+
+
+def test_install_cli_is_one_table_of_subcommands() -> None:
+    """Every subcommand install.sh calls is in the table __main__ dispatches from (issue 14)."""
+    import re
+
+    from runtime.bundle.__main__ import COMMANDS, main
+
+    script = (Path(__file__).parents[2] / "templates" / "install.sh").read_text()
+    used = set(re.findall(r"runtime\.bundle ([a-z-]+)", script))
+    assert used <= set(COMMANDS)
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+
+
+def test_verify_reports_progress_events(tmp_path: Path) -> None:
+    from runtime.progress import ProgressEvent
+
+    make_bundle(tmp_path / "b.tar", FILES)
+    events: list[ProgressEvent] = []
+    verify_bundle(tmp_path / "b.tar", progress=events.append)
+    total = sum(len(v) for v in FILES.values())
+    assert events and all(e.total == total and e.digest == "b.tar" for e in events)
+    assert events[-1].completed == total
+
+
+def test_register_across_filesystems_copies_through_a_partial_temp(tmp_path: Path, monkeypatch) -> None:
+    """A models dir on another filesystem (rename gives EXDEV): each blob is copied to
+    ``<blob>.llmcrate-partial-<pid>``, fsynced and renamed; no temp is left, the source goes."""
+    import errno
+    import os
+
+    src, dst = tmp_path / "bundle" / "models", tmp_path / "store"
+    (src / "blobs").mkdir(parents=True)
+    (src / "manifests" / "h" / "ns" / "m").mkdir(parents=True)
+    (src / "blobs" / "sha256-aa").write_bytes(b"blob bytes")
+    (src / "manifests" / "h" / "ns" / "m" / "latest").write_bytes(b"{}")
+    real = os.rename
+
+    def cross_device(a: object, b: object) -> None:
+        if "blobs" in str(a):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    assert register_models(src, dst) == ["manifests/h/ns/m/latest"]
+    assert (dst / "blobs" / "sha256-aa").read_bytes() == b"blob bytes"
+    assert not (src / "blobs" / "sha256-aa").exists()
+    assert [p.name for p in (dst / "blobs").iterdir()] == ["sha256-aa"]

@@ -122,10 +122,10 @@ fi
 bundle_py() { PYTHONPATH="$LLMCRATE_WHEEL" PYTHONDONTWRITEBYTECODE=1 "$PYTHON" -s -m "$@"; }
 
 say "==> Preflight (golden 2.0)"
-bundle_py runtime.verify preflight "$BUNDLE_DIR" --prefix "$PREFIX" --models-dir "$MODELS_DIR" --host "$HOST" \
+bundle_py runtime.bundle preflight "$BUNDLE_DIR" --prefix "$PREFIX" --models-dir "$MODELS_DIR" --host "$HOST" \
     || die "preflight failed; nothing was changed"
 say "==> Verifying every file of the bundle"
-bundle_py runtime.verify verify "$BUNDLE_DIR" --store "$MODELS_DIR" || die "the bundle is damaged; nothing was changed"
+bundle_py runtime.bundle verify "$BUNDLE_DIR" --store "$MODELS_DIR" || die "the bundle is damaged; nothing was changed"
 
 if [ "$SYSTEMD" = auto ]; then
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then SYSTEMD=yes; else SYSTEMD=no; fi
@@ -154,9 +154,9 @@ fi
 
 # --- transaction -------------------------------------------------------------------------------
 # Every step is written to $TXN first, so that a run killed at any point (SIGKILL, power loss)
-# is rolled back, or cleaned up when it had committed, by the next run (runtime.verify recover).
+# is rolled back, or cleaned up when it had committed, by the next run (runtime.bundle recover).
 mkdir -p "$PREFIX/lib"
-bundle_py runtime.verify recover --lib "$LIB" --models-dir "$MODELS_DIR" \
+bundle_py runtime.bundle recover --lib "$LIB" --models-dir "$MODELS_DIR" \
     || die "could not recover from an earlier interrupted install; nothing was changed"
 STAMP=$$
 STAGE=$PREFIX/lib/.llmcrate.new.$STAMP
@@ -186,7 +186,7 @@ rollback() {
     [ "$DONE" = 1 ] && return 0
     trap - EXIT INT TERM
     say "==> Install failed; rolling back" >&2
-    if [ -f "$JOURNAL" ]; then bundle_py runtime.verify rollback --journal "$JOURNAL" || true; fi
+    if [ -f "$JOURNAL" ]; then bundle_py runtime.bundle rollback --journal "$JOURNAL" || true; fi
     if [ -d "$OLD" ]; then
         rm -rf "$LIB"
         mv "$OLD" "$LIB"
@@ -215,7 +215,7 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE"
 
 say "==> Installing llmcrate and its Python packages (offline)"
-PIP_WHEEL=$(bundle_py runtime.verify pip-wheel "$BUNDLE_DIR" --python "$PY_VERSION")
+PIP_WHEEL=$(bundle_py runtime.bundle pip-wheel "$BUNDLE_DIR" --python "$PY_VERSION")
 PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_ROOT_USER_ACTION=ignore PYTHONNOUSERSITE=1 \
     "$PYTHON" "$BUNDLE_DIR/wheels/$PIP_WHEEL/pip" install --no-index --find-links "$BUNDLE_DIR/wheels" \
     --target "$STAGE/python" --no-cache-dir --disable-pip-version-check --no-warn-script-location --no-warn-conflicts --quiet \
@@ -227,7 +227,7 @@ cp -R "$BUNDLE_DIR/runtimes" "$STAGE/runtimes"
 cp "$BUNDLE_DIR/start.sh" "$BUNDLE_DIR/uninstall.sh" "$BUNDLE_DIR/bundle.json" "$STAGE/"
 cp -R "$BUNDLE_DIR/LICENSES" "$STAGE/LICENSES"
 chmod 755 "$STAGE/start.sh" "$STAGE/uninstall.sh"
-bundle_py runtime.verify write-conf "$STAGE/install.conf" PYTHON="$PYTHON" PREFIX="$PREFIX" LIB="$LIB" \
+bundle_py runtime.bundle write-conf "$STAGE/install.conf" PYTHON="$PYTHON" PREFIX="$PREFIX" LIB="$LIB" \
     ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR" UNIT_DIR="$UNIT_DIR" SYSTEMD="$SYSTEMD" HOST="$HOST" RUNTIME="$RUNTIME" \
     BUNDLE=golden-2.0
 
@@ -268,7 +268,7 @@ fi
 mv "$ETC_DIR/llmcrate.env.tmp.$STAMP" "$ETC_DIR/llmcrate.env"
 
 say "==> Registering models in $MODELS_DIR"
-bundle_py runtime.verify register "$BUNDLE_DIR/models" "$MODELS_DIR" --journal "$JOURNAL"
+bundle_py runtime.bundle register "$BUNDLE_DIR/models" "$MODELS_DIR" --journal "$JOURNAL"
 
 if [ "$SYSTEMD" = yes ]; then
     say "==> systemd service"
@@ -282,13 +282,13 @@ if [ "$SYSTEMD" = yes ]; then
     chown -R llmcrate:llmcrate "$MODELS_DIR"
     backup "$UNIT_DIR/llmcrate.service"
     case $MODELS_DIR in /home/*|/root/*|/run/user/*) PROTECT_HOME=read-only ;; *) PROTECT_HOME=yes ;; esac
-    bundle_py runtime.verify subst "$BUNDLE_DIR/llmcrate.service" "$UNIT_DIR/llmcrate.service" \
+    bundle_py runtime.bundle subst "$BUNDLE_DIR/llmcrate.service" "$UNIT_DIR/llmcrate.service" \
         LIB="$LIB" ETC_DIR="$ETC_DIR" MODELS_DIR="$MODELS_DIR" PROTECT_HOME="$PROTECT_HOME"
     systemctl daemon-reload
     systemctl enable llmcrate.service >/dev/null 2>&1
     systemctl restart llmcrate.service
     say "==> Smoke test"
-    bundle_py runtime.verify smoke --host "$HOST" --model tiny:latest --timeout 180 \
+    bundle_py runtime.bundle smoke --host "$HOST" --model tiny:latest --timeout 180 \
         || { journalctl -u llmcrate.service -n 30 --no-pager 2>/dev/null || true; die "smoke test failed"; }
 fi
 

@@ -143,8 +143,8 @@ def rate(url: str, seconds: float, clients: int) -> float:
 
 
 def bench_balancer(work: Path, seconds: float, clients: int) -> dict[str, float]:
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(work / "bal-models")
     gguf = write_tiny_gguf(work / "bal.gguf")

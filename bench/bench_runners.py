@@ -133,8 +133,8 @@ class LlamaServer:
 class Llmcrate:
     def __init__(self, name: str, tree: Path, model: Path, args: argparse.Namespace,
                  work: Path, *, warm: bool = True) -> None:
-        from runtime.create import CreateRequest, create_from_request
-        from runtime.store import Store
+        from runtime.models.create import CreateRequest, create_from_request
+        from runtime.models.store import Store
 
         self.name = name
         models = work / f"models-{name}"
@@ -352,7 +352,7 @@ def cold_start(model: Path, args: argparse.Namespace) -> None:
 
 
 def _kv_per_token(model: Path) -> int:
-    from runtime.gguf_info import read_gguf_info
+    from runtime.models.gguf_info import read_gguf_info
 
     kv = read_gguf_info(model).kv
     arch = kv.get("general.architecture", "")

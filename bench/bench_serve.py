@@ -75,8 +75,8 @@ def mib(kib: tuple[int, int]) -> str:
 
 
 def make_store(models: Path, ggufs: dict[str, Path]) -> None:
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(models)
     for name, gguf in ggufs.items():

@@ -53,8 +53,8 @@ def main() -> None:
 
     from gguf import GGUFReader
 
-    from runtime.gguf_header import read_header
-    from runtime.gguf_info import clear_cache, read_gguf_info
+    from runtime.models.gguf_header import read_header
+    from runtime.models.gguf_info import clear_cache, read_gguf_info
 
     def old() -> None:
         reader = GGUFReader(str(gguf), "r")
@@ -73,8 +73,8 @@ def main() -> None:
     import httpx
 
     from runtime.config import HostAddr, load_settings
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
     from tests.api.conftest import LiveServer
 
     with tempfile.TemporaryDirectory() as tmp:

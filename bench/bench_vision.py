@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_vision.py [--runs 5] [--threads 2]
         [--model M.gguf --mmproj P.gguf] [--server http://127.0.0.1:11434 --name MODEL]
 
-Direct: llama-cpp-python's low-level API with :class:`runtime.vision.VisionContext` (what the
+Direct: llama-cpp-python's low-level API with :class:`runtime.serve.vision.VisionContext` (what the
 engine runner does): prefill of the rendered chat prompt into a fresh sequence, then one greedy
 token; with the image, the prompt carries it as ``[img-0]`` (tokenize = image decode + resize,
 encode = the projector, decode = the embeddings). Without ``--model`` it generates a tiny
@@ -72,7 +72,7 @@ def _quiet_callback() -> Any:
 def direct(model_path: Path, mmproj: Path, image: bytes, runs: int, threads: int) -> dict[str, Any]:
     import llama_cpp
 
-    from runtime.vision import VisionContext, split_image_tags
+    from runtime.serve.vision import VisionContext, split_image_tags
 
     global _quiet  # noqa: PLW0603
     _quiet = _quiet_callback()       # kept alive: llama.cpp calls it from C

@@ -31,8 +31,8 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
 
     from bundler.pack import build_bundle, parse_size
     from bundler.spec import load_spec
+    from runtime.models.store import Store
     from runtime.progress import ProgressEvent, StatusPrinter
-    from runtime.store import Store
 
     spec = load_spec(spec_file)
     out = Path(output) if output else None

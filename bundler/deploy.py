@@ -33,7 +33,7 @@ import yaml
 from runtime.bundle.archive import ConcatReader, read_bundle_json, volumes_of
 from runtime.errors import BundleError, DeployError
 from runtime.fileio import sha256_stream
-from runtime.names import parse_name
+from runtime.models.names import parse_name
 
 logger = logging.getLogger(__name__)
 

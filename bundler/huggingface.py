@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from bundler.chat_templates import choose_template
-from runtime.create import config_for, json_layer, text_layer
 from runtime.errors import (
     AuthError,
     DigestMismatch,
@@ -40,12 +39,11 @@ from runtime.errors import (
     ModelNotFound,
     RegistryError,
 )
-from runtime.gguf_info import read_gguf_info
 from runtime.gojson import go_json
-from runtime.names import HF_HOST, HFFileRef, ModelName, parse_name, parse_reference
-from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.sources import PullOptions, SourceRef
-from runtime.store import (
+from runtime.models.create import config_for, json_layer, text_layer
+from runtime.models.gguf_info import read_gguf_info
+from runtime.models.names import HF_HOST, HFFileRef, ModelName, parse_name, parse_reference
+from runtime.models.store import (
     MEDIA_CONFIG,
     MEDIA_LICENSE,
     MEDIA_MODEL,
@@ -56,6 +54,8 @@ from runtime.store import (
     Manifest,
     Store,
 )
+from runtime.progress import ProgressCallback, ProgressEvent
+from runtime.transfer.sources import PullOptions, SourceRef
 
 __all__ = ["DEFAULT_QUANT", "HfSource", "HuggingFacePuller", "choose_projector", "pull_hf", "puller",
            "resolve_hf", "quant_of"]
@@ -348,7 +348,7 @@ def pull_hf(store: Store, ref: str | ModelName | HFFileRef, *, revision: str | N
 
 
 class HuggingFacePuller:
-    """The ``huggingface`` source of :mod:`runtime.sources` (``hf.co/…`` and ``hf://…``)."""
+    """The ``huggingface`` source of :mod:`runtime.transfer.sources` (``hf.co/…`` and ``hf://…``)."""
 
     def pull(self, store: Store, ref: SourceRef, *, progress: ProgressCallback | None = None,
              options: PullOptions | None = None) -> Manifest:
@@ -363,7 +363,7 @@ def puller() -> HuggingFacePuller:
 
     Raises:
         ModuleNotFoundError: without huggingface_hub (the air-gapped target), so
-            :func:`runtime.sources.resolve` says to pull on the online host.
+            :func:`runtime.transfer.sources.resolve` says to pull on the online host.
     """
     if importlib.util.find_spec("huggingface_hub") is None:
         raise ModuleNotFoundError("huggingface_hub is not installed", name="huggingface_hub")

@@ -31,10 +31,10 @@ from runtime import __version__
 from runtime.bundle.format import BUNDLE_FORMAT, BUNDLE_JSON, BundleMeta, FileEntry, ModelRecord
 from runtime.errors import BundleError, DigestMismatch, LlmcrateError, ModelNotFound
 from runtime.fileio import atomic_write, fsync_dir, sha256_file, sha256_stream
-from runtime.names import ModelName, parse_name
+from runtime.models.names import ModelName, parse_name
+from runtime.models.store import MEDIA_LICENSE, Manifest, Store
 from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.sources import HUGGINGFACE, PullOptions, SourceRef, pull, resolve
-from runtime.store import MEDIA_LICENSE, Manifest, Store
+from runtime.transfer.sources import HUGGINGFACE, PullOptions, SourceRef, pull, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def ensure_model(store: Store, m: ModelSpec, *, spec: BundleSpec,
     """The model's manifest from the store, pulling or creating it first when the store lacks it."""
     say = progress or (lambda _s: None)
     if m.modelfile is not None:
-        from runtime.create import create_model
-        from runtime.modelfile import parse_modelfile
+        from runtime.models.create import create_model
+        from runtime.models.modelfile import parse_modelfile
         mf = parse_modelfile(m.modelfile.read_text(), path=str(m.modelfile))
         # FROM may name a model above by its target name ("as:"): build from its source name.
         # Every FROM line counts (a projector is a second FROM), so each one is rewritten.

@@ -35,7 +35,7 @@ import yaml
 
 from runtime.config import parse_duration, parse_host
 from runtime.errors import ConfigError, LlmcrateError
-from runtime.names import HFFileRef, LocalPath, parse_name, parse_reference
+from runtime.models.names import HFFileRef, LocalPath, parse_name, parse_reference
 
 _BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RUNTIME_NAME = re.compile(r"^(cpu|cuda\d*|rocm\d*)$")

@@ -389,7 +389,7 @@ def runtime_libs(rt: RuntimeSpec, wheel: Path | None) -> list[LibFile]:
     if wheel is not None:
         # a GGML_BACKEND_DL build (the portable cpu runtime, GPU builds with it) installs each
         # backend as bin/libggml-<name>.so beside the package: start.sh loads them from the
-        # runtime folder (runtime.hardware.load_ggml_backends), so they travel with it
+        # runtime folder (runtime.serve.hardware.load_ggml_backends), so they travel with it
         libs = _zip_libs(wheel, _RUNTIME_MEMBERS)
     else:
         try:

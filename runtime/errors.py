@@ -126,7 +126,7 @@ class AuthError(RegistryError):
 
 
 class SourceUnavailable(LlmcrateError):
-    """A reference names a model source whose puller is not installed here (runtime.sources)."""
+    """A reference names a model source whose puller is not installed here (runtime.transfer.sources)."""
 
     def __init__(self, source: str, message: str, *, hint: str | None = None) -> None:
         self.source = source

@@ -23,7 +23,7 @@ fi
 export OLLAMA_MODELS
 
 export PYTHONPATH="$LIB/python"
-CHOICE=$("$PYTHON" -s -m runtime.hardware select --runtimes "$LIB/runtimes" --bundle-json "$LIB/bundle.json") \
+CHOICE=$("$PYTHON" -s -m runtime.serve.hardware select --runtimes "$LIB/runtimes" --bundle-json "$LIB/bundle.json") \
     || { echo "llmcrate: could not choose a runtime" >&2; exit 1; }
 RT_NAME=$(printf '%s' "$CHOICE" | cut -f1)
 RT_DIR=$(printf '%s' "$CHOICE" | cut -f2-)

@@ -40,8 +40,8 @@ from runtime.api.origins import OriginGuard, origins_regex
 from runtime.api.service import Service
 from runtime.config import Settings
 from runtime.errors import LlmcrateError
-from runtime.scheduler import Scheduler
-from runtime.store import Store
+from runtime.models.store import Store
+from runtime.serve.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from runtime.errors import (
     TemplateError,
     UnsupportedCapability,
 )
-from runtime.runner.process import RequestFailed
+from runtime.serve.runner.process import RequestFailed
 
 if TYPE_CHECKING:
-    from runtime.store import Store
+    from runtime.models.store import Store
 
 logger = logging.getLogger(__name__)
 

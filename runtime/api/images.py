@@ -3,12 +3,12 @@
 Every check that needs no model runs here, in the API process, before a model is leased: bad
 base64, not an image, an unsupported format (WebP, TIFF, HEIC …), over 20 MB or too many pixels
 all answer 400 with a message that names the image (``image 2: …``). What passes is handed on
-as bytes (:func:`decode_images`) to the runner, whose :class:`runtime.vision.VisionContext`
+as bytes (:func:`decode_images`) to the runner, whose :class:`runtime.serve.vision.VisionContext`
 decodes the pixels.
 
 The ``[img-N]`` tags the prompt builder writes index :func:`runtime.api.prompting.chat_images`
 / ``generate_images``; decode that list with :func:`decode_images` and hand it with the prompt
-to the runner, which splits the prompt with :func:`runtime.vision.split_image_tags`.
+to the runner, which splits the prompt with :func:`runtime.serve.vision.split_image_tags`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from runtime.api.errors import ApiError
 from runtime.errors import ImageError
-from runtime.vision import (
+from runtime.serve.vision import (
     MAX_IMAGE_BYTES,
     check_image,
     decode_base64_image,

@@ -28,9 +28,9 @@ from runtime.api.prompting import (
 from runtime.api.schemas import ChatBody, EmbedBody, GenerateBody
 from runtime.api.service import CancelToken, Service, Slot, check_format, gguf_facts
 from runtime.api.thinking import THINK_LEVELS, ThinkingParser, wants_thinking
-from runtime.engine import Chunk
 from runtime.errors import InvalidRequest, UnsupportedCapability
-from runtime.model import ModelInfo
+from runtime.models.model import ModelInfo
+from runtime.serve.engine import Chunk
 
 
 @dataclass
@@ -356,7 +356,7 @@ async def run_embed(svc: Service, body: EmbedBody, *, started: int, normalize: b
     work.add_done_callback(lambda _: svc.release(slot))
     vectors, count = await asyncio.shield(work)
     if body.dimensions and 0 < body.dimensions < len(vectors[0]):
-        from runtime.engine import normalize as l2
+        from runtime.serve.engine import normalize as l2
 
         vectors = [l2(v[: body.dimensions]) for v in vectors]
     return Embedded(vectors, count, slot)

@@ -26,7 +26,6 @@ from runtime.api.schemas import (
 )
 from runtime.api.service import Service, Slot
 from runtime.api.streaming import started, unless_disconnected, watch_disconnect
-from runtime.engine import Chunk
 from runtime.errors import (
     DigestMismatch,
     InsufficientSpace,
@@ -34,8 +33,9 @@ from runtime.errors import (
     ModelNotFound,
     StoreError,
 )
-from runtime.names import parse_name
-from runtime.store import check_digest
+from runtime.models.names import parse_name
+from runtime.models.store import check_digest
+from runtime.serve.engine import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def router(svc: Service) -> APIRouter:
     # -- models ------------------------------------------------------------------------------
     @r.api_route("/api/tags", methods=["GET", "HEAD"])
     async def tags() -> dict[str, Any]:
-        from runtime.show import list_models_json
+        from runtime.models.show import list_models_json
 
         return {"models": await asyncio.to_thread(list_models_json, svc.store)}
 
@@ -171,7 +171,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.post("/api/show")
     async def show(request: Request) -> Response:
-        from runtime.show import show_model
+        from runtime.models.show import show_model
 
         body = await read_body(request, NameBody)
         name = _required_name(body.target)
@@ -431,7 +431,7 @@ async def _progress_answer(job: Job, *, stream: bool) -> Response:
 
 
 def _create_job(svc: Service, body: CreateBody) -> Job:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
     from runtime.options import coerce_options
 
     name = _required_name(body.model or body.name)
@@ -467,7 +467,7 @@ def _apply_legacy_modelfile(body: CreateBody, svc: Service) -> None:
     (``@sha256:<hex>``, as old clients wrote after uploading) or a blob file of this very store
     (what ``show --modelfile`` prints); ADAPTER lines name blobs the same ways. Fields given
     beside the Modelfile win over it."""
-    from runtime.modelfile import parse_modelfile
+    from runtime.models.modelfile import parse_modelfile
 
     try:
         mf = parse_modelfile(body.modelfile or "")
@@ -519,7 +519,7 @@ def _legacy_blob(svc: Service, src: str, what: str) -> str | None:
 
 
 def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
-    from runtime.registry import pull_model
+    from runtime.transfer.registry import pull_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         pull_model(svc.store, name, insecure=insecure, progress=lambda e: report(e.as_json()))
@@ -529,7 +529,7 @@ def _pull_job(svc: Service, name: str, *, insecure: bool) -> Job:
 
 
 def _push_job(svc: Service, name: str, *, insecure: bool) -> Job:
-    from runtime.push import push_model
+    from runtime.transfer.push import push_model
 
     def job(report: Callable[[dict[str, Any]], None]) -> None:
         push_model(svc.store, name, insecure=insecure, progress=lambda e: report(e.as_json()))

@@ -32,9 +32,9 @@ from runtime.api.schemas import (
 from runtime.api.service import Service
 from runtime.api.streaming import collect, sse_data, started, unless_disconnected
 from runtime.api.thinking import think_from_reasoning_effort
-from runtime.engine import Chunk
 from runtime.errors import LlmcrateError
-from runtime.names import parse_name
+from runtime.models.names import parse_name
+from runtime.serve.engine import Chunk
 
 FINGERPRINT = "fp_ollama"
 
@@ -256,7 +256,7 @@ def router(svc: Service) -> APIRouter:
 
     @r.get("/models")
     async def models() -> dict[str, Any]:
-        from runtime.show import list_models_json
+        from runtime.models.show import list_models_json
 
         items = await asyncio.to_thread(list_models_json, svc.store)
         return {"object": "list", "data": [_model_obj(m["name"], m["modified_at"]) for m in items]}

@@ -11,7 +11,7 @@ import uuid
 from typing import Any, Callable, Sequence
 
 from runtime.api.service import gguf_facts
-from runtime.model import ModelInfo
+from runtime.models.model import ModelInfo
 from runtime.prompt import ToolCallParser, chat_prompt, generate_prompt
 
 logger = logging.getLogger(__name__)

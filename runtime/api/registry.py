@@ -24,8 +24,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from runtime.errors import InvalidName, StoreError
-from runtime.names import DEFAULT_HOST, ModelName, parse_name
-from runtime.store import Manifest, Store, check_digest
+from runtime.models.names import DEFAULT_HOST, ModelName, parse_name
+from runtime.models.store import Manifest, Store, check_digest
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from runtime.config import Settings, parse_duration
-from runtime.engine import Chunk, LoadOptions
 from runtime.errors import (
     ConfigError,
     GGUFError,
@@ -24,12 +23,13 @@ from runtime.errors import (
     LlmcrateError,
     ModelNotFound,
 )
-from runtime.model import ModelInfo, load_model_info
-from runtime.names import parse_name
+from runtime.models.model import ModelInfo, load_model_info
+from runtime.models.names import parse_name
+from runtime.models.store import Store
 from runtime.options import check_runner_options, coerce_options, resolve_options
-from runtime.runner.process import Generation
-from runtime.scheduler import Lease, ModelRef, Scheduler
-from runtime.store import Store
+from runtime.serve.engine import Chunk, LoadOptions
+from runtime.serve.runner.process import Generation
+from runtime.serve.scheduler import Lease, ModelRef, Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class GGUFFacts:
 @functools.lru_cache(maxsize=64)
 def gguf_facts(path: Path) -> GGUFFacts:
     """Header facts the server needs (blobs are content-addressed, so caching by path is safe)."""
-    from runtime.gguf_info import read_gguf_info
+    from runtime.models.gguf_info import read_gguf_info
 
     try:
         gi = read_gguf_info(path)

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 from runtime.api.errors import ApiError
 from runtime.api.inference import Piece, Run
 from runtime.api.service import CancelToken
-from runtime.engine import Chunk
+from runtime.serve.engine import Chunk
 
 T = TypeVar("T")
 Receive = Callable[[], Awaitable[Any]]

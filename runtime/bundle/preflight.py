@@ -74,8 +74,7 @@ def preflight(bundle: Path, *, prefix: Path, models_dir: Path, host: str, port: 
               python_version: tuple[int, int] | None = None, machine: str | None = None,
               hw: Any = None) -> list[Check]:
     """Checks the target host against a bundle before installing it; fatal failures stop install."""
-    from runtime import hardware
-
+    from runtime.serve import hardware
     meta = read_bundle_json(bundle)
     checks: list[Check] = []
     machine = machine or platform.machine()

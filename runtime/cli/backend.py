@@ -1,6 +1,6 @@
 """What the model commands (list, show, create, cp, rm, pull, push, ps, stop) work on, chosen
 once per command by :func:`open_backend`: the running server (:class:`ClientBackend`, over
-:mod:`runtime.client`, as ``ollama`` does) when one answers at OLLAMA_HOST, else the local
+:mod:`runtime.cli.client`, as ``ollama`` does) when one answers at OLLAMA_HOST, else the local
 store at OLLAMA_MODELS (:class:`StoreBackend`). Both give the same results and report progress
 as :class:`~runtime.progress.ProgressEvent`; the commands only print.
 """
@@ -17,10 +17,10 @@ from runtime.errors import ServerUnavailable
 from runtime.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
-    from runtime.client import Client
-    from runtime.modelfile import Modelfile
-    from runtime.sources import PullOptions, SourceRef
-    from runtime.store import Store
+    from runtime.cli.client import Client
+    from runtime.models.modelfile import Modelfile
+    from runtime.models.store import Store
+    from runtime.transfer.sources import PullOptions, SourceRef
 
 Json = dict[str, Any]
 
@@ -68,7 +68,7 @@ class StoreBackend:
     """No server: the commands work on the store directly."""
 
     def __init__(self, settings: Settings) -> None:
-        from runtime.store import Store
+        from runtime.models.store import Store
 
         self.settings = settings
         self.store: Store = Store(settings.models_dir)
@@ -78,13 +78,13 @@ class StoreBackend:
                 for e in self.store.list_models()]
 
     def show(self, name: str, *, verbose: bool = False) -> Json:
-        from runtime.show import show_model
+        from runtime.models.show import show_model
 
         return show_model(self.store, name, verbose=verbose)
 
     def create(self, name: str, modelfile: Modelfile, *, base_dir: Path,
                progress: ProgressCallback) -> None:
-        from runtime.create import create_model
+        from runtime.models.create import create_model
 
         create_model(self.store, name, modelfile, base_dir=base_dir, progress=progress)
 
@@ -95,12 +95,12 @@ class StoreBackend:
         self.store.delete(name)
 
     def pull(self, ref: SourceRef, *, options: PullOptions, progress: ProgressCallback) -> None:
-        from runtime.sources import pull
+        from runtime.transfer.sources import pull
 
         pull(self.store, ref, progress=progress, options=options)
 
     def push(self, name: str, *, insecure: bool, progress: ProgressCallback) -> None:
-        from runtime.push import push_model
+        from runtime.transfer.push import push_model
 
         push_model(self.store, name, insecure=insecure, progress=progress)
 
@@ -130,8 +130,8 @@ class ClientBackend:
     def create(self, name: str, modelfile: Modelfile, *, base_dir: Path,
                progress: ProgressCallback) -> None:
         # as `ollama create` does: upload local files as blobs, then /api/create
-        from runtime.create import check_template, resolve_sources
-        from runtime.gguf_info import check_magic
+        from runtime.models.create import check_template, resolve_sources
+        from runtime.models.gguf_info import check_magic
 
         check_template(modelfile.template)
         for src in resolve_sources(modelfile, base_dir).files:
@@ -177,7 +177,7 @@ def open_backend(settings: Settings, *,
     """
     backend: Backend = StoreBackend(settings)
     if prefer == "server":
-        from runtime.client import connect
+        from runtime.cli.client import connect
 
         client = connect(settings)
         if client is not None:

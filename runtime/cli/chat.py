@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from runtime.cli.client import Client
 from runtime.cli.repl import Repl
 from runtime.cli.session import (
     Json,
@@ -22,7 +23,6 @@ from runtime.cli.session import (
     stream_reply,
 )
 from runtime.cli.terminal import err, out
-from runtime.client import Client
 from runtime.config import load_settings, parse_duration
 from runtime.errors import ConfigError, ModelNotFound
 

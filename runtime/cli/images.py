@@ -2,7 +2,7 @@
 
 With a vision model, a prompt like ``what is in ./cat.png`` names an image: every path that
 starts with ``/``, ``./``, ``../`` or ``~/`` and ends in an image extension is read, checked
-(:func:`runtime.vision.check_image`), sent base64 in ``images``, and removed from the text.
+(:func:`runtime.serve.vision.check_image`), sent base64 in ``images``, and removed from the text.
 Paths that do not exist stay text (the prompt may just mention a file); one that exists but is
 not a usable image is an error, and nothing is sent.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import ImageError
-from runtime.vision import MAX_IMAGE_BYTES, check_image
+from runtime.serve.vision import MAX_IMAGE_BYTES, check_image
 
 # Ollama's pattern, plus ../ and ~/ and the formats llama.cpp decodes (webp is refused with a
 # clear message by check_image): a path, possibly with escaped spaces, ending in an extension.

@@ -70,7 +70,7 @@ def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows] + [""]
     pi = body.get("projector_info") or {}
     if pi:
-        from runtime.gguf_info import human_number
+        from runtime.models.gguf_info import human_number
 
         parch = str(pi.get("general.architecture", ""))
         prow = [("architecture", parch)]
@@ -108,8 +108,8 @@ def render_show(body: dict[str, Any], *, verbose: bool = False) -> str:
               type=click.Path(dir_okay=False), help="Name of the Modelfile")
 def create(name: str, modelfile: str) -> None:
     """Create a model from a Modelfile."""
-    from runtime.modelfile import parse_modelfile
-    from runtime.names import parse_name
+    from runtime.models.modelfile import parse_modelfile
+    from runtime.models.names import parse_name
 
     parse_name(name)  # a bad name fails before any work
     path = Path(modelfile)

@@ -1,14 +1,14 @@
-"""``llmcrate pull``: a reference resolved by :mod:`runtime.sources` (Ollama registries here;
+"""``llmcrate pull``: a reference resolved by :mod:`runtime.transfer.sources` (Ollama registries here;
 ``hf.co/…`` and ``hf://…`` through the Hugging Face puller bundler registers on the online host)."""
 from __future__ import annotations
 
 import click
 
-from runtime import sources
 from runtime.cli.backend import open_backend
 from runtime.config import load_settings
-from runtime.download import PullSettings, parse_rate
 from runtime.progress import StatusPrinter
+from runtime.transfer import sources
+from runtime.transfer.download import PullSettings, parse_rate
 
 
 @click.command()

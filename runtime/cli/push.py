@@ -17,7 +17,7 @@ def push(model: str, insecure: bool) -> None:
     The registry is the host part of the name (copy a model to e.g.
     10.0.0.5:5000/team/model:tag first). Goes through the running server, as `ollama push`
     does; with no server, it runs here on OLLAMA_MODELS."""
-    from runtime.names import parse_name
+    from runtime.models.names import parse_name
 
     parse_name(model)   # a bad name fails before any work
     printer = StatusPrinter()

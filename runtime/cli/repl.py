@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from runtime.cli.client import Client
 from runtime.cli.models import render_show
 from runtime.cli.server import parse_timestamp
 from runtime.cli.session import (
@@ -22,7 +23,6 @@ from runtime.cli.session import (
     stream_reply,
 )
 from runtime.cli.terminal import Spinner, WordWrapper, err, out
-from runtime.client import Client
 from runtime.errors import (
     ImageError,
     InvalidName,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from runtime.gguf_info import GGUF_MAGIC, read_gguf_info
+from runtime.models.gguf_info import GGUF_MAGIC, read_gguf_info
 from runtime.prompt import chat_prompt, generate_prompt
 
 

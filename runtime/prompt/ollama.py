@@ -235,7 +235,7 @@ def _with_image_tags(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ollama's chatPrompt: each image gets a tag ``[img-N]`` where its message says ``[img]``,
     else before the message's text. N counts the images of the whole conversation (not only
     of the messages kept after truncation, as Ollama numbers them), so a runner can map tag N
-    to the N-th image of all the messages it was given (:func:`runtime.vision.split_image_tags`)."""
+    to the N-th image of all the messages it was given (:func:`runtime.serve.vision.split_image_tags`)."""
     out = []
     image_id = 0
     for m in msgs:

@@ -34,8 +34,8 @@ TINY = "tiny:latest"
 def build_tiny_store(models_dir: Path, gguf: Path, *, name: str = TINY,
                      params: dict[str, Any] | None = None) -> Any:
     """A store holding ``name``: the tiny GGUF with a ChatML Go template and a stop token."""
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(models_dir)
     blob = store.add_blob_file(gguf)

@@ -1,7 +1,7 @@
 """/api/create refuses bad input with 400 and writes nothing."""
 from __future__ import annotations
 
-from runtime.store import MEDIA_MODEL
+from runtime.models.store import MEDIA_MODEL
 
 
 def test_api_create_with_a_broken_template_is_400(live_server, tiny_store) -> None:
@@ -52,7 +52,7 @@ def test_legacy_modelfile_adapter_is_honoured_or_refused(live_server, tiny_store
     anything else is a 400 (it was dropped silently)."""
     import httpx
 
-    from runtime.store import MEDIA_ADAPTER
+    from runtime.models.store import MEDIA_ADAPTER
 
     url = live_server()
     digest = tiny_store.resolve("tiny").layers_of(MEDIA_MODEL)[0].digest

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from runtime.config import Settings
-from runtime.engine import LoadOptions, StopMatcher
 from runtime.errors import EngineError, ServerBusy
-from runtime.runner.process import RunnerProcess
-from runtime.scheduler import ModelRef, Scheduler, start_runner
+from runtime.serve.engine import LoadOptions, StopMatcher
+from runtime.serve.runner.process import RunnerProcess
+from runtime.serve.scheduler import ModelRef, Scheduler, start_runner
 
 PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 
@@ -200,7 +200,7 @@ def test_thinking_parser_splits_across_chunks() -> None:
 
 
 def test_memory_check_refuses_what_cannot_fit(tiny_gguf: Path, tmp_path: Path) -> None:
-    from runtime.engine import available_memory, check_memory, memory_needed
+    from runtime.serve.engine import available_memory, check_memory, memory_needed
 
     opts = LoadOptions(model_path=tiny_gguf, n_ctx=2048)
     need = memory_needed(opts)

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from runtime import OLLAMA_API_VERSION, __version__
 from runtime.api.prompting import build_chat_prompt
-from runtime.create import CreateRequest, create_from_request
-from runtime.model import load_model_info
-from runtime.store import MEDIA_TEMPLATE, Store
+from runtime.models.create import CreateRequest, create_from_request
+from runtime.models.model import load_model_info
+from runtime.models.store import MEDIA_TEMPLATE, Store
 
 make_tiny_model = sys.modules["make_tiny_model"]
 
@@ -84,8 +84,8 @@ def test_a_jinja_template_in_a_modelfile_is_used_and_shown(live_server, odd_stor
 
 def test_a_chatml_jinja_template_in_a_modelfile_becomes_the_go_template(tmp_path: Path,
                                                                         tiny_gguf: Path) -> None:
-    from runtime.create import create_model
-    from runtime.modelfile import parse_modelfile
+    from runtime.models.create import create_model
+    from runtime.models.modelfile import parse_modelfile
     from runtime.prompt.families import FAMILIES
 
     store = Store(tmp_path / "m")
@@ -97,9 +97,9 @@ def test_a_chatml_jinja_template_in_a_modelfile_becomes_the_go_template(tmp_path
 
 
 def test_a_broken_jinja_template_is_refused_before_writing(tmp_path: Path, tiny_gguf: Path) -> None:
-    from runtime.create import create_model
     from runtime.errors import TemplateError
-    from runtime.modelfile import parse_modelfile
+    from runtime.models.create import create_model
+    from runtime.models.modelfile import parse_modelfile
 
     store = Store(tmp_path / "m")
     mf = parse_modelfile(f'FROM {tiny_gguf}\nTEMPLATE """{{% for m in messages %}}{{{{ m"""\n')

@@ -258,7 +258,7 @@ def test_pull_from_a_registry_mirror(client: ollama.Client, tiny_gguf: Path, tmp
 
 def test_model_without_go_template_uses_the_gguf_chat_template(client: ollama.Client,
                                                                tiny_store, tiny_gguf: Path) -> None:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
 
     blob = tiny_store.add_blob_file(tiny_gguf)
     create_from_request(tiny_store, "jinja", CreateRequest(files={"t.gguf": blob.digest}))
@@ -271,7 +271,7 @@ def test_model_without_go_template_uses_the_gguf_chat_template(client: ollama.Cl
 
 
 def test_capability_checks(url: str, tiny_store, tiny_gguf: Path) -> None:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
 
     create_from_request(tiny_store, "plain", CreateRequest(from_model=TINY,
                                                            template="{{ .Prompt }}"))
@@ -297,7 +297,7 @@ THINK_TEMPLATE = (
 
 def test_thinking_is_separated_for_thinking_templates(client: ollama.Client, tiny_store,
                                                       url: str) -> None:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
 
     create_from_request(tiny_store, "thinker", CreateRequest(from_model=TINY,
                                                              template=THINK_TEMPLATE))

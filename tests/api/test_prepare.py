@@ -23,7 +23,7 @@ from runtime.errors import (
     ModelNotFound,
     UnsupportedCapability,
 )
-from runtime.scheduler import Scheduler
+from runtime.serve.scheduler import Scheduler
 
 
 def _service(store: Any, models_dir: Path) -> Service:

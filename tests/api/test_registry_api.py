@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.store import Store
+from runtime.models.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

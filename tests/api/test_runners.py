@@ -131,7 +131,7 @@ def test_disconnect_mid_prompt_frees_the_only_slot(live_server, tmp_path: Path, 
     assert httpx.post(url + "/api/generate", json={"model": "tiny", "prompt": "", "options": opts},
                       timeout=60).status_code == 200       # loaded
     prompt = "word " * 30000          # ~30k tokens at 8 a step: minutes of prompt evaluation
-    caplog.set_level(logging.INFO, logger="runtime.runner")
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/api/generate", timeout=1.5,
                    json={"model": "tiny", "prompt": prompt, "raw": True, "stream": False,
@@ -147,8 +147,8 @@ def test_disconnect_mid_prompt_frees_the_only_slot(live_server, tmp_path: Path, 
 
 
 def test_raw_mode_stops_on_a_special_token(live_server, smollm2_gguf: Path, tmp_path: Path) -> None:
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(tmp_path / "smol-models")
     blob = store.add_blob_file(smollm2_gguf)

@@ -56,7 +56,7 @@ def test_parallel_requests_share_contexts_without_interfering(live_server) -> No
 
 def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_store,
                                                            caplog) -> None:
-    caplog.set_level(logging.INFO, logger="runtime.runner")
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
     url = live_server(store=long_store, num_parallel=1, max_queue=1)
     with httpx.Client(timeout=60) as c:
         _generate(url, prompt="", options=LONG)           # load first
@@ -81,7 +81,7 @@ def test_queue_overflow_503_and_disconnect_frees_the_slot(live_server, long_stor
 
 
 def test_non_streaming_disconnect_cancels(live_server, long_store, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="runtime.runner")
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
     url = live_server(store=long_store, num_parallel=1)
     _generate(url, prompt="", options=LONG)
     with pytest.raises(httpx.ReadTimeout):
@@ -111,7 +111,7 @@ def test_keep_alive_expiry_and_forever(live_server) -> None:
 
 
 def test_max_loaded_models_evicts_least_recently_used(live_server, tiny_store) -> None:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
 
     create_from_request(tiny_store, "other", CreateRequest(from_model="tiny", system="other"))
     url = live_server(max_loaded_models=1)
@@ -123,7 +123,7 @@ def test_max_loaded_models_evicts_least_recently_used(live_server, tiny_store) -
 
 def test_corrupt_model_is_a_clear_500_and_server_stays_up(live_server, tiny_store,
                                                            tmp_path: Path) -> None:
-    from runtime.create import CreateRequest, create_from_request
+    from runtime.models.create import CreateRequest, create_from_request
 
     gguf = make_tiny_model.write_tiny_gguf(tmp_path / "other.gguf", seed=7)
     blob = tiny_store.add_blob_file(gguf)
@@ -147,7 +147,7 @@ def test_corrupt_model_is_a_clear_500_and_server_stays_up(live_server, tiny_stor
 def test_serve_reports_a_busy_port(models_dir: Path) -> None:
     from runtime.config import HostAddr, load_settings
     from runtime.errors import AddressInUse
-    from runtime.server_main import serve
+    from runtime.serve.server_main import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -176,7 +176,7 @@ def test_a_queued_request_that_disconnects_leaves_the_queue(live_server, long_st
 
 
 def test_two_slots_generate_at_the_same_time(live_server, long_store, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="runtime.runner")
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
     url = live_server(store=long_store, num_parallel=2)
     _generate(url, prompt="", options=LONG)
     with httpx.Client(timeout=60) as c:
@@ -197,7 +197,7 @@ def test_two_slots_generate_at_the_same_time(live_server, long_store, caplog) ->
 
 def test_serve_prunes_unused_blobs_unless_noprune(tiny_store) -> None:
     from runtime.config import load_settings
-    from runtime.server_main import prepare_store
+    from runtime.serve.server_main import prepare_store
 
     orphan = tiny_store.add_blob_bytes(b"left over from an interrupted create")
     kept = {p.name for p in tiny_store.blobs_dir.iterdir()} - {

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.api.prompting import build_chat_prompt
-from runtime.create import create_model
-from runtime.gguf_info import read_gguf_info
-from runtime.model import load_model_info
-from runtime.modelfile import parse_modelfile
+from runtime.models.create import create_model
+from runtime.models.gguf_info import read_gguf_info
+from runtime.models.model import load_model_info
+from runtime.models.modelfile import parse_modelfile
+from runtime.models.store import MEDIA_PARAMS, MEDIA_TEMPLATE, Store
 from runtime.prompt import render_jinja
 from runtime.prompt.families import choose_template
-from runtime.store import MEDIA_PARAMS, MEDIA_TEMPLATE, Store
 
 SMOL = "smol"
 GREEDY = {"temperature": 0, "seed": 0, "repeat_penalty": 1.1, "num_ctx": 2048}

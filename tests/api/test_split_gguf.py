@@ -9,11 +9,11 @@ from pathlib import Path
 import ollama
 import pytest
 
-from runtime.create import create_model
 from runtime.errors import ModelfileError
-from runtime.model import load_model_info
-from runtime.modelfile import parse_modelfile
-from runtime.store import MEDIA_MODEL, Store
+from runtime.models.create import create_model
+from runtime.models.model import load_model_info
+from runtime.models.modelfile import parse_modelfile
+from runtime.models.store import MEDIA_MODEL, Store
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_missing_shard_is_a_clear_error(split_dir: Path, models_dir: Path) -> No
 
 
 def test_memory_estimate_counts_every_shard(split_dir: Path) -> None:
-    from runtime.engine import file_size
+    from runtime.serve.engine import file_size
 
     shards = sorted(split_dir.glob("big-*-of-00003.gguf"))
     assert file_size(shards[0]) == sum(p.stat().st_size for p in shards)

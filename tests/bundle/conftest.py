@@ -14,8 +14,8 @@ import yaml
 
 from bundler.pack import TarStreamer, _bytes_entry, _Sink, build_bundle
 from bundler.spec import load_spec
-from runtime.store import Store
 from runtime.bundle.format import BUNDLE_FORMAT, BundleMeta
+from runtime.models.store import Store
 from tests.fakes import FakeRegistry
 
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"

@@ -15,7 +15,7 @@ from bundler.pack import build_bundle, ensure_model, parse_size
 from bundler.spec import load_spec, parse_spec
 from runtime.cli import main
 from runtime.errors import BundleError, ModelNotFound
-from runtime.store import Store
+from runtime.models.store import Store
 from tests.bundle.conftest import PY, Built
 from tests.fakes import FakeHub, FakeRegistry
 
@@ -162,8 +162,8 @@ def test_inspect_reads_only_bundle_json(built: Built, tmp_path: Path) -> None:
 
 def test_trusting_the_store_gives_the_same_bytes(built: Built, tmp_path: Path) -> None:
     """--trust-store copies blobs in the kernel; same bytes, and a corrupt blob still fails verify."""
-    from runtime.errors import DigestMismatch
     from runtime.bundle.verify import verify_bundle
+    from runtime.errors import DigestMismatch
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     from tests.bundle.test_verify import _tree_digest
@@ -256,8 +256,8 @@ def test_build_reports_byte_progress(tmp_path, fake_registry, monkeypatch):
     """`bundle build` draws a progress bar from these events while the tar is written."""
     from bundler.pack import build_bundle
     from bundler.spec import load_spec
+    from runtime.models.store import Store
     from runtime.progress import ProgressEvent
-    from runtime.store import Store
     from tests.bundle.conftest import write_demo_spec
 
     monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
@@ -274,8 +274,8 @@ def test_build_reports_byte_progress(tmp_path, fake_registry, monkeypatch):
 def test_vision_models_carry_their_projector(tmp_path, fake_registry, tiny_vision, monkeypatch):
     """A Modelfile vision model (FROM model + FROM mmproj) and a registry model with Ollama's
     projector layer: the bundle holds every layer of both, and verifies."""
-    from runtime.store import MEDIA_PROJECTOR
     from runtime.bundle.verify import verify_bundle
+    from runtime.models.store import MEDIA_PROJECTOR
 
     monkeypatch.setenv("LLMCRATE_CACHE", str(tmp_path / "cache"))
     model, mmproj = tiny_vision

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime import hardware
-from runtime.hardware import Host, choose_runtime, cpu_flags, rocm_gfx_targets
+from runtime.serve import hardware
+from runtime.serve.hardware import Host, choose_runtime, cpu_flags, rocm_gfx_targets
 
 SMI_HEADER = """+-----------------------------------------------------------------------------------------+
 | NVIDIA-SMI {driver}             Driver Version: {driver}     CUDA Version: {cuda}     |
@@ -123,7 +123,7 @@ def test_gpu_runtime_that_fails_to_load_falls_back_to_cpu(tmp_path: Path) -> Non
 def test_select_command_prints_choice_and_reasons(tmp_path: Path) -> None:
     rt = runtimes(tmp_path, "cuda12")
     env = {**os.environ, "PATH": "/usr/bin:/bin", "LLMCRATE_RUNTIME": "auto"}
-    r = subprocess.run([sys.executable, "-m", "runtime.hardware", "select", "--runtimes", str(rt)],
+    r = subprocess.run([sys.executable, "-m", "runtime.serve.hardware", "select", "--runtimes", str(rt)],
                        capture_output=True, text=True, env=env, check=True)
     assert r.stdout == f"cpu\t{rt / 'cpu'}\n"
     assert "runtime cuda12: no NVIDIA driver" in r.stderr
@@ -140,7 +140,7 @@ def test_backends_loaded_from_the_runtime_folder_before_llama_cpp(tiny_gguf: Pat
     import llama_cpp
     lib = Path(llama_cpp.__file__).parent / "lib"
     code = ("import os, pathlib, sys\n"
-            "from runtime.hardware import load_ggml_backends\n"
+            "from runtime.serve.hardware import load_ggml_backends\n"
             "n = load_ggml_backends(pathlib.Path(os.environ['LLAMA_CPP_LIB_PATH']))\n"
             "import llama_cpp\n"
             "m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)\n"

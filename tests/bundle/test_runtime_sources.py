@@ -20,7 +20,7 @@ import yaml
 
 from bundler.pack import build_bundle
 from bundler.spec import DEFAULT_LLAMA_CPP_VERSION, load_spec
-from runtime.store import Store
+from runtime.models.store import Store
 from tests.bundle.conftest import PY
 from tests.fakes import FakeRegistry
 

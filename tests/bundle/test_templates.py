@@ -21,8 +21,8 @@ from bundler.pack import (
     template_env,
 )
 from bundler.spec import parse_spec
-from runtime.store import MEDIA_CONFIG, MEDIA_MODEL, Layer, Manifest
 from runtime.bundle.install import substitute
+from runtime.models.store import MEDIA_CONFIG, MEDIA_MODEL, Layer, Manifest
 
 GOLDEN = Path(__file__).parent / "golden"
 SCRIPTS = ("install.sh", "start.sh", "uninstall.sh")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import BundleError, DigestMismatch, UnsafeArchive
 from runtime.bundle.archive import read_bundle_json
 from runtime.bundle.preflight import preflight
 from runtime.bundle.register import register_models, rollback_models
 from runtime.bundle.verify import safe_extract, verify_bundle
+from runtime.errors import BundleError, DigestMismatch, UnsafeArchive
 from tests.bundle.conftest import Built, make_bundle, tar_with
 
 FILES = {"install.sh": b"#!/bin/sh\necho hi\n", "wheels/a.whl": b"A" * 5000, "models/blobs/x": b"x" * 70000}

@@ -49,8 +49,8 @@ class LiveServer:
 
 
 def _make_store(models: Path, gguf: Path) -> None:
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(models)
     layer = store.add_blob_file(gguf)

@@ -46,7 +46,7 @@ def test_server_and_store_backends_answer_alike(live_server: LiveServer, tmp_pat
 
         events: list[ProgressEvent] = []
         (tmp_path / "Modelfile").write_text("FROM tiny\nSYSTEM made through the server\n")
-        from runtime.modelfile import parse_modelfile
+        from runtime.models.modelfile import parse_modelfile
 
         mf = parse_modelfile((tmp_path / "Modelfile").read_text())
         server.create("made", mf, base_dir=tmp_path, progress=events.append)

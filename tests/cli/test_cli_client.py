@@ -1,4 +1,4 @@
-"""runtime.client against a scripted Ollama-protocol server on loopback: error mapping, NDJSON
+"""runtime.cli.client against a scripted Ollama-protocol server on loopback: error mapping, NDJSON
 streaming, cancellation by closing the stream, and nothing listening -> ServerUnavailable."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.client import Client, connect
+from runtime.cli.client import Client, connect
 from runtime.config import load_settings
 from runtime.errors import ModelNotFound, ServerBusy, ServerError, ServerUnavailable
 

@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from runtime.cli.session import go_duration, stats_block
 from runtime.cli.repl import parse_parameter
 from runtime.cli.server import parse_timestamp
+from runtime.cli.session import go_duration, stats_block
 
 
 @pytest.mark.parametrize("ns, text", [

@@ -1,4 +1,4 @@
-"""runtime.client against a live ``llmcrate serve``: models, blobs, create, copy, delete, chat."""
+"""runtime.cli.client against a live ``llmcrate serve``: models, blobs, create, copy, delete, chat."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from cli.conftest import LiveServer
-from runtime.client import Client
+from runtime.cli.client import Client
 from runtime.config import load_settings
 from runtime.errors import ModelNotFound, ServerError
-from runtime.modelfile import parse_modelfile
+from runtime.models.modelfile import parse_modelfile
 
 
 @pytest.fixture

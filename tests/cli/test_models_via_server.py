@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.conftest import LiveServer
-from runtime.store import Store
+from runtime.models.store import Store
 
 
 def _cli(server: LiveServer, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

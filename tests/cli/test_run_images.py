@@ -17,7 +17,7 @@ from runtime.errors import ImageError
 from tests.vision.pictures import png, webp_header
 
 Start = Callable[..., Terminal]
-# The server answers this until the engine runner evaluates images (runtime.vision); the
+# The server answers this until the engine runner evaluates images (runtime.serve.vision); the
 # request got there with its images either way.
 NOT_WIRED = "image input is not supported by llmcrate yet"
 

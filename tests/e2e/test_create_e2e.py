@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.store import Store
+from runtime.models.store import Store
 
 pytestmark = pytest.mark.e2e
 LLMCRATE = [sys.executable, "-m", "runtime.cli"]
@@ -42,7 +42,7 @@ def test_create_list_show_then_generate_from_blob(tmp_path: Path, tiny_gguf: Pat
     from llama_cpp import Llama
 
     store = Store(os.environ["OLLAMA_MODELS"])
-    from runtime.model import load_model_info
+    from runtime.models.model import load_model_info
 
     info = load_model_info(store, "demo")
     llm = Llama(str(info.model_path), n_ctx=128, verbose=False, seed=1)

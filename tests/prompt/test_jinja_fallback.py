@@ -28,7 +28,7 @@ QWEN_LIKE = (
 
 
 def test_tiny_gguf_chatml_template(tiny_gguf: Path) -> None:
-    from runtime.gguf_info import read_gguf_info
+    from runtime.models.gguf_info import read_gguf_info
     tmpl = read_gguf_info(tiny_gguf).chat_template
     assert tmpl is not None
     out = chat_prompt(template=None, jinja_template=tmpl, system="Be brief.",

@@ -7,8 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from runtime.download import PullSettings
-from runtime.store import Store
+from runtime.models.store import Store
+from runtime.transfer.download import PullSettings
 from tests.fakes import FakeRegistry
 
 MB = 1_000_000

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli import main
-from runtime.download import state_path
+from runtime.models.store import Store
 from runtime.progress import ProgressEvent, StatusPrinter
-from runtime.store import Store
+from runtime.transfer.download import state_path
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1_000_000

@@ -13,8 +13,7 @@ from bundler.chat_templates import FAMILIES, choose_template
 from bundler.huggingface import choose_projector, pull_hf, quant_of
 from runtime.cli import main
 from runtime.errors import AuthError, DigestMismatch, ModelNotFound, RegistryError
-from runtime.prompt import execute_ollama, render_jinja
-from runtime.store import (
+from runtime.models.store import (
     MEDIA_LICENSE,
     MEDIA_MODEL,
     MEDIA_PARAMS,
@@ -22,6 +21,7 @@ from runtime.store import (
     MEDIA_TEMPLATE,
     Store,
 )
+from runtime.prompt import execute_ollama, render_jinja
 from tests.fakes import FakeHub
 
 make_tiny_model = sys.modules["make_tiny_model"]
@@ -106,7 +106,7 @@ def test_split_gguf_keeps_every_shard_in_order(store, hub, ggufs, tmp_path):
 
 
 def test_vision_repo_pulls_the_projector_of_the_chosen_quant(store, hub, ggufs, tmp_path):
-    from runtime.show import show_model
+    from runtime.models.show import show_model
 
     model, mmproj = make_tiny_model.write_tiny_vision(tmp_path / "v")
     f16 = tmp_path / "mmproj-f16.gguf"
@@ -247,8 +247,8 @@ def test_unmapped_template_writes_no_template_layer(store, tmp_path, monkeypatch
     assert MEDIA_TEMPLATE not in layers
     assert json.loads(layers[MEDIA_PARAMS]) == {"stop": ["<|im_end|>"]}
 
-    from runtime.gguf_info import read_gguf_info
-    from runtime.model import load_model_info
+    from runtime.models.gguf_info import read_gguf_info
+    from runtime.models.model import load_model_info
     from runtime.prompt import chat_prompt
 
     info = load_model_info(store, "hf.co/someone/Odd-GGUF")

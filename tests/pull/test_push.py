@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runtime.create import CreateRequest, create_from_request
 from runtime.errors import AuthError, ModelNotFound, RegistryError
-from runtime.push import push_model
-from runtime.registry import pull_model
-from runtime.store import Store
+from runtime.models.create import CreateRequest, create_from_request
+from runtime.models.store import Store
+from runtime.transfer.push import push_model
+from runtime.transfer.registry import pull_model
 from tests.api.conftest import live_server, tiny_store  # noqa: F401 - fixtures used below
 from tests.fakes import FakeRegistry
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.download import PullSettings, state_path
 from runtime.errors import AuthError, DigestMismatch, ModelNotFound, RegistryError
-from runtime.registry import parse_challenge, pull_model
-from runtime.store import Store
+from runtime.models.store import Store
+from runtime.transfer.download import PullSettings, state_path
+from runtime.transfer.registry import parse_challenge, pull_model
 from tests.fakes import FakeRegistry
 from tests.fakes.registry import TOKEN
 
@@ -304,7 +304,7 @@ def test_full_disk_is_refused_before_downloading(store, registry, small_gguf, fa
 
 
 def test_connection_ramp_adds_connections_only_while_they_pay():
-    from runtime.download import ConnectionRamp
+    from runtime.transfer.download import ConnectionRamp
 
     # a CDN capping each connection at 10 MB/s: every new connection adds 10 MB/s
     ramp, t, done, added = ConnectionRamp(limit=16), 0.0, 0, 0
@@ -380,7 +380,7 @@ def test_name_resolution_failure_fails_at_once_with_a_fitting_hint(store, fast, 
     to do offline; transient errors keep their retries (test_server_errors_are_retried)."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="runtime.registry")
+    caplog.set_level(logging.INFO, logger="runtime.transfer.registry")
     with pytest.raises(RegistryError) as err:      # .invalid never resolves (RFC 6761)
         pull_model(store, "llmcrate-test.invalid/library/x:latest",
                    settings=dataclasses.replace(fast, retries=5))

@@ -1,15 +1,15 @@
-"""runtime.sources: a reference resolves to its source once; pulls go to that source's puller."""
+"""runtime.transfer.sources: a reference resolves to its source once; pulls go to that source's puller."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from runtime import sources
 from runtime.errors import InvalidName, SourceUnavailable
-from runtime.names import HFFileRef, ModelName
+from runtime.models.names import HFFileRef, ModelName
+from runtime.models.store import Manifest, Store
 from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.store import Manifest, Store
+from runtime.transfer import sources
 
 
 @pytest.mark.parametrize("text, source, name", [

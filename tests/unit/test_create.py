@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.create import create_model
 from runtime.errors import GGUFError, ModelfileError, ModelNotFound
-from runtime.model import load_model_info
-from runtime.modelfile import parse_modelfile
-from runtime.show import list_models_json, show_model
-from runtime.store import (
+from runtime.models.create import create_model
+from runtime.models.model import load_model_info
+from runtime.models.modelfile import parse_modelfile
+from runtime.models.show import list_models_json, show_model
+from runtime.models.store import (
     MEDIA_CONFIG,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,

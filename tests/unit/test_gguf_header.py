@@ -1,4 +1,4 @@
-"""The GGUF header reader (runtime.gguf_header) and the cached facts on top (runtime.gguf_info),
+"""The GGUF header reader (runtime.models.gguf_header) and the cached facts on top (runtime.models.gguf_info),
 checked against the ``gguf`` package's own GGUFReader on real files."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import gguf_info
 from runtime.errors import GGUFError
-from runtime.gguf_header import GGML_TYPES, SkippedArray, read_header
-from runtime.gguf_info import clear_cache, read_gguf_info
+from runtime.models import gguf_info
+from runtime.models.gguf_header import GGML_TYPES, SkippedArray, read_header
+from runtime.models.gguf_info import clear_cache, read_gguf_info
 
 make_tiny_model = sys.modules["make_tiny_model"]
 
@@ -82,7 +82,7 @@ def test_model_info_arrays_are_empty_lists_unless_verbose(smollm2_gguf: Path) ->
 
 def test_header_facts_are_read_once_per_blob(tiny_gguf: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from runtime.store import Store
+    from runtime.models.store import Store
 
     store = Store(tmp_path / "models")
     blob = store.add_blob_file(tiny_gguf)

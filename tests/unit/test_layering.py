@@ -73,7 +73,7 @@ def test_cli_works_without_bundler_and_says_where_hf_pulls_run(tmp_path: Path) -
 
 def test_registry_pulls_do_not_import_bundler() -> None:
     code = ("import sys; from click.testing import CliRunner; from runtime.cli import main; "
-            "from runtime.sources import resolve; CliRunner().invoke(main, ['pull', '--help']); "
+            "from runtime.transfer.sources import resolve; CliRunner().invoke(main, ['pull', '--help']); "
             "resolve('qwen2.5:0.5b'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'bundler'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ModelfileError
-from runtime.modelfile import (
+from runtime.models.modelfile import (
     Instruction,
     Modelfile,
     load_modelfile,
@@ -106,7 +106,7 @@ def test_comments_blank_lines_and_indentation() -> None:
 
 
 def test_deprecated_parameters_are_warned_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="runtime.modelfile"):
+    with caplog.at_level(logging.WARNING, logger="runtime.models.modelfile"):
         mf = parse("FROM m\nPARAMETER mirostat 2\nPARAMETER penalize_newline true\nPARAMETER top_k 3\n")
     assert mf.parameters == {"top_k": 3}
     assert mf.warnings == ['line 2: parameter "mirostat" is deprecated and ignored',
@@ -386,7 +386,7 @@ def test_unrepresentable_value_warns_and_uses_ollamas_form(caplog: pytest.LogCap
     # A line ending in """ and another ending in " cannot be written losslessly in any quoting;
     # Ollama writes such values (e.g. a license ending in """) the same way.
     value = 'first line ends with """\nsecond ends with "\nlast'
-    with caplog.at_level(logging.WARNING, logger="runtime.modelfile"):
+    with caplog.at_level(logging.WARNING, logger="runtime.models.modelfile"):
         form = quote(value)
     assert form == f'"""{value}"""'
     assert "cannot be written losslessly" in caplog.text
@@ -440,7 +440,7 @@ def test_render_parse_round_trip_property(caplog: pytest.LogCaptureFixture) -> N
             "stop": [_random_text(rng) for _ in range(rng.randint(1, 3))],
         }
         values = [template, system, *licenses, *(m["content"] for m in messages), *params["stop"]]
-        with caplog.at_level(logging.WARNING, logger="runtime.modelfile"):
+        with caplog.at_level(logging.WARNING, logger="runtime.models.modelfile"):
             text = render_modelfile(name="m:latest", from_="/blobs/sha256-" + "0" * 64, template=template,
                                     system=system, parameters=params, licenses=licenses, messages=messages)
         warned = "cannot be written losslessly" in caplog.text
@@ -461,7 +461,7 @@ def test_quote_is_lossless_exactly_when_representable(caplog: pytest.LogCaptureF
     for _ in range(5000):
         value = _random_text(rng)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="runtime.modelfile"):
+        with caplog.at_level(logging.WARNING, logger="runtime.models.modelfile"):
             form = quote(value)
         if representable(value):
             assert parse(f"FROM m\nSYSTEM {form}\nLICENSE end").system == value
@@ -471,7 +471,7 @@ def test_quote_is_lossless_exactly_when_representable(caplog: pytest.LogCaptureF
 
 
 def test_line_and_column_tracking_matches_a_step_by_step_walk() -> None:
-    from runtime.modelfile import _Scanner
+    from runtime.models.modelfile import _Scanner
 
     rng = random.Random(3)
     for _ in range(2000):

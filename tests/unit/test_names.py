@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import InvalidName, LlmcrateError
-from runtime.names import (
+from runtime.models.names import (
     DEFAULT_HOST,
     HFFileRef,
     LocalPath,

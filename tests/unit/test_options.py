@@ -46,8 +46,8 @@ def test_engine_dataclass_defaults_come_from_the_table() -> None:
     import dataclasses
     from pathlib import Path
 
-    from runtime.engine import LoadOptions, SamplingOptions
     from runtime.options import SAMPLER_DEFAULTS
+    from runtime.serve.engine import LoadOptions, SamplingOptions
 
     table = {**DEFAULT_OPTIONS, **SAMPLER_DEFAULTS}
     for f in dataclasses.fields(SamplingOptions):

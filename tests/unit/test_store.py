@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, StoreError
-from runtime.store import (
+from runtime.models.store import (
     MEDIA_CONFIG,
     MEDIA_MODEL,
     MEDIA_TEMPLATE,
@@ -185,7 +185,7 @@ def test_add_blob_file_copies_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
     filesystems, old kernels) sendfile takes over. Either way the blob is byte-identical."""
     import errno as _errno
 
-    import runtime.store as store_mod
+    import runtime.models.store as store_mod
 
     if kernel_refuses:
         def refuse(*a: object, **k: object) -> int:
@@ -205,7 +205,7 @@ def test_add_blob_file_copies_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_the_same_file_is_not_copied_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-creating from an unchanged GGUF (create re-run, every bundle build of a Modelfile
     model) reuses the stored blob; a changed file is copied and hashed again."""
-    import runtime.store as store_mod
+    import runtime.models.store as store_mod
 
     copies: list[str] = []
     real = store_mod._pipelined_copy
@@ -256,7 +256,7 @@ def test_blobs_and_manifests_are_readable_by_other_users(tmp_path: Path) -> None
 
 def _temp_of_a_killed_writer(blobs: Path) -> Path:
     """What a create or upload killed mid-copy leaves: its temp file, its PID gone."""
-    code = ("import os, sys; from pathlib import Path; from runtime.store import new_temp_file\n"
+    code = ("import os, sys; from pathlib import Path; from runtime.models.store import new_temp_file\n"
             "fd, tmp = new_temp_file(Path(sys.argv[1])); os.write(fd, b'x' * 4096)\n"
             "print(tmp, flush=True); os._exit(9)\n")
     import subprocess
@@ -269,7 +269,7 @@ def _temp_of_a_killed_writer(blobs: Path) -> Path:
 
 
 def test_temps_of_killed_writers_are_reclaimed_on_the_next_write(tmp_path: Path) -> None:
-    from runtime.store import new_temp_file
+    from runtime.models.store import new_temp_file
 
     store = Store(tmp_path / "models")
     store.blobs_dir.mkdir(parents=True)
@@ -288,7 +288,7 @@ def test_temps_of_killed_writers_are_reclaimed_on_the_next_write(tmp_path: Path)
 
 def test_server_start_reclaims_temps_of_killed_writers(tmp_path: Path) -> None:
     from runtime.config import load_settings
-    from runtime.server_main import prepare_store
+    from runtime.serve.server_main import prepare_store
 
     store = Store(tmp_path / "models")
     store.blobs_dir.mkdir(parents=True)

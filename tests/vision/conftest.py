@@ -12,8 +12,8 @@ VISION = "tiny-vision:latest"
 
 
 def build_vision_store(models_dir: Path, tiny_vision: tuple[Path, Path]) -> Any:
-    from runtime.create import CreateRequest, create_from_request
-    from runtime.store import Store
+    from runtime.models.create import CreateRequest, create_from_request
+    from runtime.models.store import Store
 
     store = Store(models_dir)
     files = {p.name: store.add_blob_file(p).digest for p in tiny_vision}

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from runtime.errors import ImageError
-from runtime.vision import (
+from runtime.serve.vision import (
     MAX_IMAGE_BYTES,
     MTMD_MARKER,
     check_image,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.errors import EngineError, ImageError
-from runtime.vision import MTMD_MARKER, VisionContext, split_image_tags
+from runtime.serve.vision import MTMD_MARKER, VisionContext, split_image_tags
 from vision.pictures import bmp, png
 
 llama_cpp = pytest.importorskip("llama_cpp")

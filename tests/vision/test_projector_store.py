@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli import main
-from runtime.create import create_model
 from runtime.errors import LlmcrateError, ModelfileError
-from runtime.model import load_model_info
-from runtime.modelfile import parse_modelfile
-from runtime.show import show_model
-from runtime.store import MEDIA_MODEL, MEDIA_PROJECTOR, Store
+from runtime.models.create import create_model
+from runtime.models.model import load_model_info
+from runtime.models.modelfile import parse_modelfile
+from runtime.models.show import show_model
+from runtime.models.store import MEDIA_MODEL, MEDIA_PROJECTOR, Store
 from vision.conftest import VISION
 
 

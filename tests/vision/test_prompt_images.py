@@ -10,9 +10,9 @@ from runtime.api.prompting import (
     chat_images,
     generate_images,
 )
-from runtime.model import ModelInfo
-from runtime.names import parse_name
-from runtime.vision import split_image_tags
+from runtime.models.model import ModelInfo
+from runtime.models.names import parse_name
+from runtime.serve.vision import split_image_tags
 
 T = "{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ end }}"
 

@@ -25,9 +25,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from runtime.engine import Chunk, LoadOptions
 from runtime.errors import EngineError
-from runtime.runner.protocol import Channel, ProtocolError
+from runtime.serve.engine import Chunk, LoadOptions
+from runtime.serve.runner.protocol import Channel, ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class RunnerProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         if not env.get("LLMCRATE_DEBUG"):
             env.setdefault("GGML_NO_BACKTRACE", "1")    # no gdb attach on an abort
-        cmd = [sys.executable, "-s", "-m", "runtime.runner", str(child.fileno())]
+        cmd = [sys.executable, "-s", "-m", "runtime.serve.runner", str(child.fileno())]
         try:
             proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -338,7 +338,7 @@ class Generation:
 def _relay_stderr(proc: subprocess.Popen[bytes], label: str, tail: collections.deque[str]) -> None:
     """Runner stderr goes to the server log, line by line; the last lines explain a crash."""
     assert proc.stderr is not None
-    log = logging.getLogger("runtime.runner")
+    log = logging.getLogger("runtime.serve.runner")
     for raw in proc.stderr:
         line = raw.decode("utf-8", errors="replace").rstrip()
         if not line:

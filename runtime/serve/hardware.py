@@ -1,7 +1,7 @@
 """GPU/CPU probes and the choice of llama.cpp runtime, on the target host.
 
 Stdlib only: ``start.sh`` and ``install.sh`` run this module before anything else is installed
-(``python3 -m runtime.hardware select --runtimes DIR``; ``... report``).
+(``python3 -m runtime.serve.hardware select --runtimes DIR``; ``... report``).
 
 Backends form a lazy registry (:data:`BACKENDS`, family name -> "module:attr"): a bundled runtime
 directory ``runtimes/<name>/`` belongs to the family its name starts with (``cuda12`` -> cuda,
@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: family -> "module:attr" of its :class:`Backend`; imported only when asked for.
 BACKENDS: dict[str, str] = {
-    "cuda": "runtime.hardware:CudaBackend",
-    "rocm": "runtime.hardware:RocmBackend",
-    "cpu": "runtime.hardware:CpuBackend",
+    "cuda": "runtime.serve.hardware:CudaBackend",
+    "rocm": "runtime.serve.hardware:RocmBackend",
+    "cpu": "runtime.serve.hardware:CpuBackend",
 }
 #: order ``auto`` tries the families in.
 AUTO_ORDER = ("cuda", "rocm", "cpu")
@@ -258,7 +258,7 @@ def _load_check(lib_dir: Path, python: str) -> str | None:
     env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib_dir), env.get("LD_LIBRARY_PATH", "")) if p)
     code = ("import os, pathlib, sys\n"
-            "from runtime.hardware import load_ggml_backends\n"
+            "from runtime.serve.hardware import load_ggml_backends\n"
             "load_ggml_backends(pathlib.Path(os.environ['LLAMA_CPP_LIB_PATH']))\n"
             "import llama_cpp\n"
             "sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 3)")
@@ -333,7 +333,7 @@ def report(host: Host | None = None) -> dict[str, object]:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m runtime.hardware")
+    ap = argparse.ArgumentParser(prog="python3 -m runtime.serve.hardware")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sel = sub.add_parser("select", help="print the runtime to use: NAME<TAB>PATH; reasons on stderr")
     sel.add_argument("--runtimes", required=True, type=Path)

@@ -7,7 +7,7 @@ The protocol is Ollama's (``server/images.go``, ``server/download.go``, ``server
 2. For every layer and the config blob, ``GET /v2/<ns>/<model>/blobs/<digest>``. The registry
    either answers 307/302/301/303/308 to a CDN on another host (redirects within the same host
    are followed) or serves the blob itself with 200; either way the resulting "direct URL" is
-   then fetched in ranged parts by :mod:`runtime.download` (parallel, resumable, verified).
+   then fetched in ranged parts by :mod:`runtime.transfer.download` (parallel, resumable, verified).
 3. A ``401`` with ``WWW-Authenticate: Bearer realm=…,service=…,scope=…`` sends us to the realm
    for a token (``{"token": …}``), which then goes in ``Authorization`` to the registry host only
    (never to the CDN).
@@ -37,7 +37,17 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import httpx
 
 from runtime import __version__
-from runtime.download import (
+from runtime.errors import (
+    AuthError,
+    DigestMismatch,
+    ModelNotFound,
+    RegistryError,
+    StoreError,
+)
+from runtime.models.names import ModelName, parse_name
+from runtime.models.store import MEDIA_MANIFEST, Layer, Manifest, Store
+from runtime.progress import ProgressCallback, ProgressEvent
+from runtime.transfer.download import (
     BlobDownload,
     PullSettings,
     RateLimiter,
@@ -46,16 +56,6 @@ from runtime.download import (
     resumable_bytes,
     state_path,
 )
-from runtime.errors import (
-    AuthError,
-    DigestMismatch,
-    ModelNotFound,
-    RegistryError,
-    StoreError,
-)
-from runtime.names import ModelName, parse_name
-from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
 
 __all__ = ["PullSettings", "pull_model", "raise_for_registry", "user_agent"]
 

@@ -1,6 +1,6 @@
 """What the server and its runners agree on about a model's engine. No llama.cpp, no HTTP.
 
-llama.cpp itself runs only in runner processes (:mod:`runtime.runner`). This module holds
+llama.cpp itself runs only in runner processes (:mod:`runtime.serve.runner`). This module holds
 what both sides need: :class:`LoadOptions` (what it takes to load a model: two requests share
 a runner only when these match), :class:`SamplingOptions` (Ollama's per-request settings),
 :class:`Chunk` (a piece of generated text; the last one carries the counters, durations in
@@ -176,7 +176,7 @@ def available_memory(meminfo: Path = MEMINFO) -> int | None:
 @functools.lru_cache(maxsize=64)
 def _header_dims(path: Path) -> tuple[int, int, int, int]:
     """(n_layer, n_embd, n_head, n_head_kv) from the GGUF header; zeros when unreadable."""
-    from runtime.gguf_info import read_gguf_info
+    from runtime.models.gguf_info import read_gguf_info
 
     try:
         kv = read_gguf_info(path).kv

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from runtime.engine import SamplingOptions
 from runtime.errors import EngineError
+from runtime.serve.engine import SamplingOptions
 
 
 class Sampler:

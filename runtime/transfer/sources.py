@@ -7,7 +7,7 @@
 
     pull(store, resolve(text), progress=..., options=PullOptions(...)) -> Manifest
 
-The syntax of every reference lives in :mod:`runtime.names`, so a reference is understood (and
+The syntax of every reference lives in :mod:`runtime.models.names`, so a reference is understood (and
 a wrong one explained) everywhere; pulling needs the source's :class:`Puller`. runtime registers
 the Ollama registry's itself. Other pullers come from the ``llmcrate.sources`` entry point group
 (``pyproject.toml``): each entry is named for its source and points at a zero-argument factory
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from runtime.errors import SourceUnavailable
-from runtime.names import HFFileRef, ModelName, parse_name, parse_reference
+from runtime.models.names import HFFileRef, ModelName, parse_name, parse_reference
 
 if TYPE_CHECKING:
-    from runtime.download import PullSettings
+    from runtime.models.store import Manifest, Store
     from runtime.progress import ProgressCallback
-    from runtime.store import Manifest, Store
+    from runtime.transfer.download import PullSettings
 
 __all__ = ["ENTRY_POINT_GROUP", "HUGGINGFACE", "OLLAMA", "PullOptions", "Puller", "SourceRef",
            "get_puller", "pull", "register_puller", "resolve"]
@@ -103,7 +103,7 @@ class RegistryPuller:
 
     def pull(self, store: Store, ref: SourceRef, *, progress: ProgressCallback | None = None,
              options: PullOptions | None = None) -> Manifest:
-        from runtime.registry import pull_model
+        from runtime.transfer.registry import pull_model
 
         assert isinstance(ref.parts, ModelName)
         options = options or PullOptions()

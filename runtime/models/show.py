@@ -5,11 +5,11 @@ from typing import Any
 
 from runtime.errors import GGUFError
 from runtime.format import rfc3339_nano
-from runtime.gguf_info import read_gguf_info
-from runtime.model import ModelInfo, details_of, load_model_info
-from runtime.modelfile import render_modelfile
-from runtime.names import ModelName
-from runtime.store import Manifest, Store
+from runtime.models.gguf_info import read_gguf_info
+from runtime.models.model import ModelInfo, details_of, load_model_info
+from runtime.models.modelfile import render_modelfile
+from runtime.models.names import ModelName
+from runtime.models.store import Manifest, Store
 
 
 def rfc3339(ts: float) -> str:

@@ -1,6 +1,6 @@
-"""The runner process: loads one model and serves the framed protocol (``python -m runtime.runner``).
+"""The runner process: loads one model and serves the framed protocol (``python -m runtime.serve.runner``).
 
-Threads: the main thread runs the :class:`~runtime.runner.batching.BatchLoop` (all decoding);
+Threads: the main thread runs the :class:`~runtime.serve.runner.batching.BatchLoop` (all decoding);
 a reader thread takes messages and answers tokenize itself; a small pool tokenizes
 prompts and builds sampler chains, so a huge prompt never stalls the other sequences. When the
 server goes away (the socket closes) the process exits at once.
@@ -22,13 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runtime.engine import LoadOptions, SamplingOptions, normalize
 from runtime.errors import EngineError
-from runtime.runner.batching import BatchLoop, Request, fit_prompt
-from runtime.runner.protocol import Channel
-from runtime.runner.sampling import Sampler
+from runtime.serve.engine import LoadOptions, SamplingOptions, normalize
+from runtime.serve.runner.batching import BatchLoop, Request, fit_prompt
+from runtime.serve.runner.protocol import Channel
+from runtime.serve.runner.sampling import Sampler
 
-logger = logging.getLogger("runtime.runner")
+logger = logging.getLogger("runtime.serve.runner")
 
 #: how errors name the model: the name the server gave (``"tiny:latest"``), never a blob path
 _model_name = "the model"
@@ -38,7 +38,7 @@ def import_llama() -> Any:
     """``llama_cpp``, with the ggml backends of the runtime ``start.sh`` chose registered first."""
     lib_dir = os.environ.get("LLAMA_CPP_LIB_PATH")
     if lib_dir:
-        from runtime.hardware import load_ggml_backends
+        from runtime.serve.hardware import load_ggml_backends
 
         load_ggml_backends(Path(lib_dir))
     try:
@@ -204,7 +204,7 @@ class GenerationRunner(Runner):
         threads = opts.n_threads or default_threads()
         self.vision = None
         if opts.projector_path is not None:
-            from runtime.vision import VisionContext
+            from runtime.serve.vision import VisionContext
 
             self.vision = VisionContext(opts.projector_path, self.model, n_threads=threads,
                                         use_gpu=self.gpu)
@@ -247,7 +247,7 @@ class GenerationRunner(Runner):
     def _image_parts(self, prompt: Any, images: list[Any]) -> list[Any]:
         """The prompt split at its ``[img-N]`` tags into text and image bytes (checked)."""
         from runtime.errors import ImageError
-        from runtime.vision import check_image, decode_base64_image, split_image_tags
+        from runtime.serve.vision import check_image, decode_base64_image, split_image_tags
 
         if self.vision is None:
             raise _BadRequest("this model has no projector: it does not support vision")

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Callable
 
 from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, ReadOnlyStore, StoreError
 from runtime.fileio import atomic_write, disk_error, fsync_dir, new_temp, sha256_file
-from runtime.names import ModelName, parse_name
+from runtime.models.names import ModelName, parse_name
 
 logger = logging.getLogger(__name__)
 

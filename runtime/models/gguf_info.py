@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import GGUFError
-from runtime.gguf_header import HeaderError, SkippedArray, TensorInfo, read_header
+from runtime.models.gguf_header import HeaderError, SkippedArray, TensorInfo, read_header
 
 logger = logging.getLogger(__name__)
 

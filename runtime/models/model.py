@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import StoreError
-from runtime.names import ModelName, parse_name
-from runtime.store import (
+from runtime.models.names import ModelName, parse_name
+from runtime.models.store import (
     MEDIA_ADAPTER,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,

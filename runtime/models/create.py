@@ -28,12 +28,11 @@ from runtime.errors import (
     ModelNotFound,
     StoreError,
 )
-from runtime.gguf_info import GGUFInfo, read_gguf_info
 from runtime.gojson import go_json
-from runtime.modelfile import Modelfile
-from runtime.names import ModelName, parse_name
-from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.store import (
+from runtime.models.gguf_info import GGUFInfo, read_gguf_info
+from runtime.models.modelfile import Modelfile
+from runtime.models.names import ModelName, parse_name
+from runtime.models.store import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
     MEDIA_LICENSE,
@@ -47,6 +46,7 @@ from runtime.store import (
     Manifest,
     Store,
 )
+from runtime.progress import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def resolve_sources(modelfile: Modelfile, base_dir: Path) -> Sources:
 
 
 def _blob_from_file(store: Store, path: Path, progress: ProgressCallback | None) -> str:
-    from runtime.gguf_info import check_magic
+    from runtime.models.gguf_info import check_magic
 
     check_magic(path)
     _progress(progress, f"copying file {path.name}")

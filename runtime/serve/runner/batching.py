@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from runtime.engine import SamplingOptions, StopMatcher
-from runtime.runner.sampling import Sampler
+from runtime.serve.engine import SamplingOptions, StopMatcher
+from runtime.serve.runner.sampling import Sampler
 
 logger = logging.getLogger(__name__)
 

@@ -236,13 +236,13 @@ class Client:
 
         Args:
             name: the new model's name.
-            modelfile: a parsed :class:`runtime.modelfile.Modelfile`.
+            modelfile: a parsed :class:`runtime.models.modelfile.Modelfile`.
             base_dir: the Modelfile's folder; relative FROM/ADAPTER paths resolve against it.
         """
         import os
 
-        from runtime.create import resolve_sources
         from runtime.errors import ModelfileError
+        from runtime.models.create import resolve_sources
 
         yield "gathering model components"
         src = resolve_sources(modelfile, base_dir)
@@ -341,7 +341,7 @@ def connect(settings: Settings | None = None) -> Client | None:
 
         client = connect(settings)
         if client is None:
-            ...  # use runtime.store directly
+            ...  # use runtime.models.store directly
     """
     client = Client(settings)
     if client.is_up():

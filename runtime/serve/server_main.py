@@ -8,7 +8,7 @@ import socket
 from runtime import __version__
 from runtime.config import Settings
 from runtime.errors import AddressInUse, ConfigError
-from runtime.store import Store
+from runtime.models.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Semantics follow Ollama's server/sched.go:
   ``math.inf`` (any negative duration) never unloads.
 - At most ``OLLAMA_MAX_LOADED_MODELS`` runners are loaded; to load one more, the least
   recently used idle runner is unloaded (or the request waits until one is idle).
-- Each runner is one process (:class:`~runtime.runner.process.RunnerProcess`) holding the model
+- Each runner is one process (:class:`~runtime.serve.runner.process.RunnerProcess`) holding the model
   once and serving ``OLLAMA_NUM_PARALLEL`` requests at once, batched in one context; further
   requests wait. A runner that dies fails only its own requests, leaves ``/api/ps`` at once,
   and the next request starts a fresh one.
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from runtime.config import Settings
-from runtime.engine import LoadOptions, check_memory, file_size
 from runtime.errors import EngineError, LlmcrateError, ServerBusy
 from runtime.format import rfc3339_nano
-from runtime.runner.process import RunnerProcess
+from runtime.serve.engine import LoadOptions, check_memory, file_size
+from runtime.serve.runner.process import RunnerProcess
 
 #: Starts a runner for a model (its load options and name) with this many parallel sequences.
 Loader = Callable[["ModelRef", int], RunnerProcess]

@@ -10,7 +10,7 @@ mirror), with Ollama's protocol (``server/images.go`` PushModel, ``server/upload
    model ID is the same on both sides).
 
 Bearer auth, ``--insecure`` for plain http, mirrors and retries are those of pulls
-(:mod:`runtime.registry`).
+(:mod:`runtime.transfer.registry`).
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import logging
 from typing import Any
 from urllib.parse import urljoin
 
-from runtime.download import PullSettings, Transient
 from runtime.errors import RegistryError
-from runtime.names import ModelName, parse_name
+from runtime.models.names import ModelName, parse_name
+from runtime.models.store import MEDIA_MANIFEST, Layer, Manifest, Store
 from runtime.progress import ProgressCallback, ProgressEvent
-from runtime.registry import _RETRY_STATUS, _Registry, raise_for_registry
-from runtime.store import MEDIA_MANIFEST, Layer, Manifest, Store
+from runtime.transfer.download import PullSettings, Transient
+from runtime.transfer.registry import _RETRY_STATUS, _Registry, raise_for_registry
 
 __all__ = ["push_model", "CHUNK"]
 

@@ -1,0 +1,1 @@
+"""The model store and its formats: names, manifests, Modelfiles, GGUF headers, create, show."""

@@ -1,0 +1,1 @@
+"""Serving: the scheduler, runner processes (engine), hardware selection, the server entry."""

@@ -1,0 +1,1 @@
+"""Moving models: Ollama-registry pull and push, resumable downloads, model sources."""

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from runtime.prompt.families import FAMILIES, TemplateChoice, choose_template
 
-__all__ = ["TemplateChoice", "choose_template", "FAMILIES"]
+__all__ = ["FAMILIES", "TemplateChoice", "choose_template"]

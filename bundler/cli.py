@@ -32,7 +32,7 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
     from bundler.pack import build_bundle, parse_size
     from bundler.spec import load_spec
     from runtime.models.store import Store
-    from runtime.progress import ProgressEvent, StatusPrinter
+    from runtime.progress import StatusPrinter
 
     spec = load_spec(spec_file)
     out = Path(output) if output else None
@@ -45,7 +45,7 @@ def build(spec_file: Path, output: str | None, compress: str, split: str | None,
         result = build_bundle(spec, store=store, out=out, compression=compress,  # type: ignore[arg-type]
                               split=parse_size(split) if split else None, rehash=not trust_store,
                               progress=lambda s: click.echo(s, err=True),
-                              events=(lambda d: bar(ProgressEvent.from_json(d))) if bar.bars_on else None)
+                              events=bar if bar.bars_on else None)
     finally:
         bar.close()
     total = sum(p.stat().st_size for p in result.paths)

@@ -16,8 +16,9 @@ The GGUF becomes a model the way ``ollama pull hf.co/…`` makes one: model laye
 GGUF, ``-00001-of-0000N.gguf``, keeps every shard as a model layer, in order), a template layer
 from ``tokenizer.chat_template`` (:mod:`bundler.chat_templates`), a params layer with the stop
 tokens, a projector layer when the repo ships an ``mmproj`` GGUF beside the weights (the one of
-the pulled quant, else F16; :func:`choose_projector`), and a license layer when the card names one. Each file's sha256 is checked against the Hub's LFS record before the manifest
-is written (last).
+the pulled quant, else F16; :func:`choose_projector`), and a license layer when the card names
+one. Each file's sha256 is checked against the Hub's LFS record before the manifest is written
+(last).
 """
 from __future__ import annotations
 
@@ -57,8 +58,16 @@ from runtime.models.store import (
 from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.transfer.sources import PullOptions, SourceRef
 
-__all__ = ["DEFAULT_QUANT", "HfSource", "HuggingFacePuller", "choose_projector", "pull_hf", "puller",
-           "resolve_hf", "quant_of"]
+__all__ = [
+    "DEFAULT_QUANT",
+    "HfSource",
+    "HuggingFacePuller",
+    "choose_projector",
+    "pull_hf",
+    "puller",
+    "quant_of",
+    "resolve_hf",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +253,7 @@ def _forwarding_tqdm(emit: ProgressCallback, status: str, digest: str) -> type:
     """A tqdm class for ``hf_hub_download`` that reports Ollama-style progress events."""
     from tqdm import tqdm
 
-    class _Forward(tqdm):  # type: ignore[misc]
+    class _Forward(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             kwargs["file"] = io.StringIO()

@@ -60,6 +60,11 @@ def _bytes_entry(arcname: str, data: bytes, mode: int = 0o644) -> Entry:
     return Entry(arcname, len(data), hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data), mode)
 
 
+def _raw_opener(path: Path) -> Callable[[], IO[bytes]]:
+    """Opens ``path`` unbuffered when the tar writer reads it (the writer closes it)."""
+    return lambda: open(path, "rb", buffering=0)
+
+
 def _hashed_entry(arcname: str, size: int, opener: Callable[[], IO[bytes]], mode: int = 0o644) -> Entry:
     with opener() as fh:
         got = sha256_stream(fh, chunk=CHUNK)
@@ -220,7 +225,7 @@ class _SplitWriter(io.RawIOBase):
         self._close_one()
         p = self.base.with_name(f"{self.base.name}.{len(self.paths):03d}")
         self.paths.append(p)
-        self._fh = open(p, "wb")
+        self._fh = open(p, "wb")  # noqa: SIM115 (one volume after another; _close_one closes it)
         self._left = self.size
 
     def _close_one(self) -> None:
@@ -245,7 +250,7 @@ class _Sink:
         if split:
             self.raw: Any = _SplitWriter(self.tmp, split)
         else:
-            self.raw = open(self.tmp, "wb")
+            self.raw = open(self.tmp, "wb")  # noqa: SIM115 (the writer's lifetime; close() closes it)
         self.comp: Any = None
         if compression == "gz":
             self.comp = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, mtime=0, compresslevel=6)
@@ -264,7 +269,7 @@ class _Sink:
         """The output file's descriptor when bytes go to it unchanged (no compression, one file)."""
         if self.comp is not None or isinstance(self.raw, _SplitWriter) or not hasattr(os, "copy_file_range"):
             return None
-        return self.raw.fileno()  # type: ignore[no-any-return]
+        return int(self.raw.fileno())
 
     def finish(self) -> list[Path]:
         if self.comp is not None:
@@ -514,7 +519,7 @@ def _collect(spec: BundleSpec, store: Store, models: list[BundledModel],
                                   "the store (corrupt or still downloading)")
             arc = "models/blobs/" + layer.digest.replace(":", "-", 1)
             blob_entries[arc] = Entry(arc, layer.size, layer.digest.split(":", 1)[1],
-                                      lambda p=path: open(p, "rb", buffering=0), 0o644, check=True)
+                                      _raw_opener(path), 0o644, check=True)
             if layer.media_type == MEDIA_LICENSE:
                 licenses.append(_bytes_entry(f"LICENSES/models/{_safe(_display(m.target))}/LICENSE-{i}.txt",
                                              store.read_blob(layer.digest)))

@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import IO, Callable
 
 from bundler.spec import BundleSpec, RuntimeSpec
 from runtime.errors import BundleError
@@ -369,7 +369,7 @@ class LibFile:
 
     name: str
     size: int
-    open: Callable[[], io.BufferedIOBase]
+    open: Callable[[], IO[bytes]]
 
 
 def _zip_libs(wheel: Path, prefix_re: re.Pattern[str]) -> list[LibFile]:
@@ -377,11 +377,16 @@ def _zip_libs(wheel: Path, prefix_re: re.Pattern[str]) -> list[LibFile]:
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
             if prefix_re.match(info.filename) and _LIB.search(info.filename) and not info.is_dir():
-                def opener(w: Path = wheel, n: str = info.filename) -> io.BufferedIOBase:
+                def opener(w: Path = wheel, n: str = info.filename) -> IO[bytes]:
                     zfo = zipfile.ZipFile(w)
-                    return zfo.open(n)  # type: ignore[return-value]
+                    return zfo.open(n)
                 out.append(LibFile(PurePosixPath(info.filename).name, info.file_size, opener))
     return out
+
+
+def _file_opener(path: Path) -> Callable[[], IO[bytes]]:
+    """Opens ``path`` when the bundle writer reads it (the writer closes it)."""
+    return lambda: open(path, "rb")
 
 
 def runtime_libs(rt: RuntimeSpec, wheel: Path | None) -> list[LibFile]:
@@ -402,8 +407,7 @@ def runtime_libs(rt: RuntimeSpec, wheel: Path | None) -> list[LibFile]:
         backends = pkg.parent / "bin"
         if backends.is_dir():
             found += sorted(backends.glob("libggml-*.so"))
-        libs = [LibFile(p.name, p.stat().st_size, lambda p=p: open(p, "rb"))  # type: ignore[misc]  # noqa: SIM115 (LibFile opens lazily; its reader closes)
-                for p in found]
+        libs = [LibFile(p.name, p.stat().st_size, _file_opener(p)) for p in found]
     names = {f.name for f in libs}
     if "libllama.so" not in names:
         raise BundleError(f"runtimes.{rt.name}: no libllama.so in {wheel or 'the installed llama_cpp'}")

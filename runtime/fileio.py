@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Tuple
+from typing import IO, Callable
 
 from runtime.errors import InsufficientSpace, LlmcrateError, StoreError
 
@@ -28,7 +28,7 @@ CHUNK = 8 << 20
 #: receives the number of bytes just read (a byte counter; callers turn it into ProgressEvents)
 ByteProgress = Callable[[int], None]
 #: makes a temp file in a folder: ``(fd, path)``; see :func:`new_temp`
-TempMaker = Callable[[Path], Tuple[int, Path]]
+TempMaker = Callable[[Path], tuple[int, Path]]
 
 
 @dataclass(frozen=True)

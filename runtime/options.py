@@ -14,8 +14,9 @@ import copy
 import difflib
 import math
 import re
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.errors import LlmcrateError
 

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The lint and type gate (rules and the reasons for each deviation: pyproject.toml).
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy
 # In parallel (pytest-xdist): one worker per core; tests sharing an expensive session fixture
 # (the built demo bundle) stay on one worker (tests/conftest.py). LLMCRATE_TEST_WORKERS=0 runs
 # everything in this process.

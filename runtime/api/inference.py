@@ -263,7 +263,7 @@ def _think(info: ModelInfo, think: Any, *, structured: bool = False) -> Any:
     ``reasoning_effort``) as it is, as Ollama passes it."""
     text, go = template_in_use(info)
     if think is None and wants_thinking(text, None):
-        return False if structured else True
+        return not structured
     if wants_thinking(text, think):
         return think
     reads_level = ".Think" in text if go else ("reasoning_effort" in text

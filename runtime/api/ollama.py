@@ -305,7 +305,7 @@ async def _answer(request: Request, run: Run, obj: Callable[[Piece], dict[str, A
         try:
             async for piece in pieces:
                 yield _line(obj(piece))
-        except Exception as e:  # the 200 is out: report in the stream, as Ollama does
+        except Exception as e:  # noqa: BLE001 (the 200 is out: report in the stream, as Ollama does)
             yield error_line(e, store=getattr(request.app.state, "store", None))
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     temperature = number_field(body, "temperature")
     opts["temperature"] = 1.0 if temperature is None else temperature
     top_p = number_field(body, "top_p")
-    opts["top_p"] = 1.0 if not top_p else top_p
+    opts["top_p"] = top_p if top_p else 1.0
     for key in ("seed", "frequency_penalty", "presence_penalty"):
         value = number_field(body, key)
         if value is not None:

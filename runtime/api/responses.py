@@ -62,7 +62,7 @@ def to_messages(raw: dict[str, Any]) -> list[Message]:
         out.append(Message(role="system", content=instructions))
     items = raw.get("input")
     if isinstance(items, str):
-        return out + [Message(role="user", content=items)]
+        return [*out, Message(role="user", content=items)]
     if not isinstance(items, list):
         raise ApiError(400, "input must be a string or a list of input items")
     names: dict[str, str] = {}

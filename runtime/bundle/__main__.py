@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from runtime.bundle.install import pip_wheel_for, smoke_test, substitute, write_conf
 from runtime.bundle.preflight import preflight

@@ -10,8 +10,9 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 from runtime.bundle.format import BUNDLE_JSON, BundleMeta
 from runtime.errors import BundleError, UnsafeArchive
@@ -55,7 +56,7 @@ class ConcatReader(io.RawIOBase):
             if idx != self._idx:
                 if self._fh:
                     self._fh.close()
-                self._fh = open(self._paths[idx], "rb")
+                self._fh = open(self._paths[idx], "rb")  # noqa: SIM115 (kept open across reads; close() closes it)
                 self._idx = idx
             assert self._fh is not None
             self._fh.seek(self._pos - self._starts[idx])
@@ -108,7 +109,7 @@ def _decompressed(raw: IO[bytes], name: str) -> IO[bytes]:
     if name.endswith((".zst", ".zstd")):
         try:
             import zstandard  # optional on the target: falls back to the zstd command
-            return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[no-any-return]
+            return zstandard.ZstdDecompressor().stream_reader(raw)
         except ImportError:
             exe = shutil.which("zstd")
             if exe is None:
@@ -124,10 +125,10 @@ def open_archive(path: Path) -> tarfile.TarFile:
     """Open a bundle tar, compressed tar, or split volumes for reading members in order."""
     vols = volumes_of(path) if _VOLUME.match(path.name) or not path.exists() else []
     if vols:
-        raw: IO[bytes] = io.BufferedReader(ConcatReader(vols), buffer_size=CHUNK)  # type: ignore[arg-type]
+        raw: IO[bytes] = io.BufferedReader(ConcatReader(vols), buffer_size=CHUNK)
         logical = _VOLUME.match(vols[0].name).group("base")  # type: ignore[union-attr]
     elif path.is_file():
-        raw = open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (handed to the tar reader, closed with it)
         logical = path.name
     else:
         raise BundleError(f"{path}: no such bundle")

@@ -7,10 +7,11 @@ as :class:`~runtime.progress.ProgressEvent`; the commands only print.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from runtime.config import Settings
 from runtime.errors import ServerUnavailable

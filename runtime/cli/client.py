@@ -20,8 +20,9 @@ import hashlib
 import ipaddress
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -227,7 +228,7 @@ class Client:
                            ("parameters", parameters), ("messages", messages), ("quantize", quantize)):
             if value is not None:
                 body[key] = value if isinstance(value, str) else (
-                    dict(value) if isinstance(value, Mapping) else [m for m in value])
+                    dict(value) if isinstance(value, Mapping) else list(value))
         return self._stream("/api/create", body, model=from_)
 
     def create_from_modelfile(self, name: str, modelfile: Any, *, base_dir: Path) -> Iterator[str]:

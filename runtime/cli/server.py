@@ -34,7 +34,7 @@ Environment Variables (LLMCRATE_<NAME> overrides OLLAMA_<NAME>):
                    "hosts can `pull --insecure HOST:PORT/NS/MODEL:TAG` from this one.")
 def serve(registry: bool) -> None:
     """Start the llmcrate server (Ollama-compatible API at OLLAMA_HOST)."""
-    from runtime.serve.server_main import serve as serve_forever
+    from runtime.api.server_main import serve as serve_forever
 
     serve_forever(load_settings(registry=True) if registry else load_settings())
 

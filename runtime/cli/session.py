@@ -3,9 +3,10 @@ shown: thinking first, then the answer, word-wrapped, with the ``--verbose`` sta
 the one-shot answer (:mod:`runtime.cli.chat`) and the interactive loop (:mod:`runtime.cli.repl`)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from runtime.cli.terminal import Spinner, WordWrapper, err, out
 

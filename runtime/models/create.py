@@ -2,11 +2,11 @@
 
 FROM is a GGUF file (relative to the Modelfile's folder) or a model already in the store; more
 FROM lines add files (a projector: ``FROM ./mmproj.gguf``, a GGUF whose architecture is ``clip``
-becomes an ``application/vnd.ollama.image.projector`` layer). The model layers come first; TEMPLATE and SYSTEM replace the parent's layer of that type, LICENSE
-replaces all licenses, PARAMETER values are merged over the parent's (request keys win; one
-params blob as Go's ``json.Encoder`` writes it: sorted keys, trailing newline), MESSAGE replaces
-the messages layer. The config blob records format, family, parameter size and quantization read
-from the GGUF header.
+becomes an ``application/vnd.ollama.image.projector`` layer). The model layers come first;
+TEMPLATE and SYSTEM replace the parent's layer of that type, LICENSE replaces all licenses,
+PARAMETER values are merged over the parent's (request keys win; one params blob as Go's
+``json.Encoder`` writes it: sorted keys, trailing newline), MESSAGE replaces the messages layer.
+The config blob records format, family, parameter size and quantization read from the GGUF header.
 
 Crash safety: blobs are written (atomically) before the manifest; the manifest is written last by
 :meth:`Store.write_manifest`, which refuses to name a missing blob. A ``kill -9`` during the copy

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from runtime.errors import DigestMismatch, InsufficientSpace, ModelNotFound, ReadOnlyStore, StoreError
+from runtime.errors import (
+    DigestMismatch,
+    InsufficientSpace,
+    InvalidName,
+    ModelNotFound,
+    ReadOnlyStore,
+    StoreError,
+)
 from runtime.fileio import atomic_write, disk_error, fsync_dir, new_temp, sha256_file
 from runtime.models.names import ModelName, parse_name
 
@@ -518,7 +525,7 @@ class Store:
                 host, ns, model = rel
                 try:
                     yield parse_name(f"{host}/{ns}/{model}:{tag}"), Path(dirpath) / tag
-                except Exception:  # a stray file that is no model name
+                except InvalidName:  # a stray file that is no model name
                     logger.debug("skipping %s/%s/%s/%s", host, ns, model, tag)
 
     def list_models(self) -> list[ModelEntry]:
@@ -606,10 +613,9 @@ class Store:
                     except FileNotFoundError:
                         pass
                     continue
-                if name.startswith(("sha256-", "sha256:")) and len(name) == 71:
-                    if name[7:] not in used:
-                        p.unlink(missing_ok=True)
-                        removed.append(p)
+                if name.startswith(("sha256-", "sha256:")) and len(name) == 71 and name[7:] not in used:
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
         return removed
 
 
@@ -663,7 +669,7 @@ def _pipelined_copy(fin: BinaryIO, out_fd: int,
                 continue
             try:
                 _kernel_copy(src_fd, out_fd, *item)
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 (re-raised by the caller's thread)
                 errors.append(e)
 
     worker = threading.Thread(target=copier, daemon=True, name="blob-copy")

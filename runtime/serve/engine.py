@@ -14,9 +14,10 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from runtime.errors import EngineError
 from runtime.options import DEFAULT_OPTIONS, SAMPLER_DEFAULTS
@@ -102,8 +103,11 @@ class SamplingOptions:
         stop = options.get("stop") or ()
         if isinstance(stop, str):
             stop = (stop,)
-        values = {f.name: type(f.default)(_opt(options, f.name))
-                  for f in dataclasses.fields(cls) if f.name != "stop"}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name != "stop":
+                kind: Any = type(f.default)          # int, float or bool: the table's type
+                values[f.name] = kind(_opt(options, f.name))
         return cls(stop=tuple(str(s) for s in stop if str(s)), **values)
 
 

@@ -33,11 +33,12 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable
 
 from runtime.errors import ConfigError, RegistryError, StoreError
 from runtime.fileio import disk_error
@@ -401,7 +402,7 @@ class BlobDownload:
                     futures = [pool.submit(self._worker, work)]
                     error = self._supervise(futures, spath, on_progress,
                                             more=lambda: pool.submit(self._worker, work), ramp=ramp)
-        except BaseException as e:  # KeyboardInterrupt included: save what we have first
+        except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt included: save what we have first)
             self._cancel.set()
             error = e
         finally:
@@ -552,7 +553,7 @@ class _FrontierHasher(threading.Thread):
                     raise StoreError("partial blob shrank while downloading")
                 self.sha.update(view[:got])
                 self.pos += got
-        except BaseException as e:  # reported through result()
+        except BaseException as e:  # noqa: BLE001 (reported through result())
             self._error = e
 
     def stop(self) -> None:

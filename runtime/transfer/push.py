@@ -25,7 +25,7 @@ from runtime.progress import ProgressCallback, ProgressEvent
 from runtime.transfer.download import PullSettings, Transient
 from runtime.transfer.registry import _RETRY_STATUS, _Registry, raise_for_registry
 
-__all__ = ["push_model", "CHUNK"]
+__all__ = ["CHUNK", "push_model"]
 
 logger = logging.getLogger(__name__)
 

@@ -236,7 +236,7 @@ def test_embedding_reads_long_inputs_whole(tiny_gguf: Path) -> None:
     e = RunnerProcess.start(LoadOptions(model_path=tiny_gguf, n_ctx=1024, embedding=True))
     try:
         long = "word " * 700                      # > 512 tokens, the generation batch size
-        [full], n = e.embed([long])
+        [_full], n = e.embed([long])
         with pytest.raises(EngineError, match="exceeds"):
             e.embed(["word " * 1100], truncate=False)
     finally:

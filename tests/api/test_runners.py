@@ -74,15 +74,14 @@ def test_crashing_model_fails_alone_and_other_streams_go_on(live_server, two_mod
 def test_runner_killed_mid_stream(live_server, two_models) -> None:
     url = live_server(store=two_models, max_loaded_models=3)
     assert _chat(url, "other", options={"num_predict": 2}).status_code == 200
-    with httpx.Client(timeout=120) as c:
-        with c.stream("POST", url + "/api/generate",
-                      json={"model": "tiny", "prompt": "go",
-                            "options": {"num_predict": 5000, "num_ctx": 8192, "seed": 1}}) as s:
-            lines = s.iter_lines()
-            assert json.loads(next(lines))["done"] is False
-            [victim] = [r for r in _runners(live_server) if r.ref.name == "tiny:latest"]
-            os.kill(victim.process.pid, signal.SIGKILL)
-            tail = [json.loads(x) for x in lines]
+    with httpx.Client(timeout=120) as c, c.stream("POST", url + "/api/generate",
+                  json={"model": "tiny", "prompt": "go",
+                        "options": {"num_predict": 5000, "num_ctx": 8192, "seed": 1}}) as s:
+        lines = s.iter_lines()
+        assert json.loads(next(lines))["done"] is False
+        [victim] = [r for r in _runners(live_server) if r.ref.name == "tiny:latest"]
+        os.kill(victim.process.pid, signal.SIGKILL)
+        tail = [json.loads(x) for x in lines]
     assert tail[-1] == {"error": CRASHED}
     # gone from ps at once; the other model's runner lives on; the next request starts afresh
     deadline = time.monotonic() + 10

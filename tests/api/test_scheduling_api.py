@@ -145,9 +145,9 @@ def test_corrupt_model_is_a_clear_500_and_server_stays_up(live_server, tiny_stor
 
 
 def test_serve_reports_a_busy_port(models_dir: Path) -> None:
+    from runtime.api.server_main import serve
     from runtime.config import HostAddr, load_settings
     from runtime.errors import AddressInUse
-    from runtime.serve.server_main import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,43 +161,41 @@ def test_serve_reports_a_busy_port(models_dir: Path) -> None:
 def test_a_queued_request_that_disconnects_leaves_the_queue(live_server, long_store) -> None:
     url = live_server(store=long_store, num_parallel=1, max_queue=1)
     _generate(url, prompt="", options=LONG)
-    with httpx.Client(timeout=60) as c:
-        with c.stream("POST", url + "/api/generate",
-                      json={"model": TINY, "prompt": "go on", "options": LONG}) as running:
-            lines = running.iter_lines()                     # keep it: dropping it disconnects
-            assert json.loads(next(lines))["done"] is False
-            with pytest.raises(httpx.ReadTimeout):          # queued, then gives up
-                _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
-            time.sleep(0.3)
-            # its place in the queue is free again: this one queues instead of getting 503
-            with pytest.raises(httpx.ReadTimeout):
-                _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
-            running.close()
+    with httpx.Client(timeout=60) as c, c.stream("POST", url + "/api/generate",
+                  json={"model": TINY, "prompt": "go on", "options": LONG}) as running:
+        lines = running.iter_lines()                     # keep it: dropping it disconnects
+        assert json.loads(next(lines))["done"] is False
+        with pytest.raises(httpx.ReadTimeout):          # queued, then gives up
+            _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
+        time.sleep(0.3)
+        # its place in the queue is free again: this one queues instead of getting 503
+        with pytest.raises(httpx.ReadTimeout):
+            _generate(url, timeout=0.5, prompt="hi", options={**LONG, "num_predict": 2})
+        running.close()
 
 
 def test_two_slots_generate_at_the_same_time(live_server, long_store, caplog) -> None:
     caplog.set_level(logging.INFO, logger="runtime.serve.runner")
     url = live_server(store=long_store, num_parallel=2)
     _generate(url, prompt="", options=LONG)
-    with httpx.Client(timeout=60) as c:
+    with httpx.Client(timeout=60) as c, c.stream("POST", url + "/api/generate",
+                  json={"model": TINY, "prompt": "first", "options": LONG}) as a:
+        a_lines = a.iter_lines()
+        assert json.loads(next(a_lines))["done"] is False
         with c.stream("POST", url + "/api/generate",
-                      json={"model": TINY, "prompt": "first", "options": LONG}) as a:
-            a_lines = a.iter_lines()
-            assert json.loads(next(a_lines))["done"] is False
-            with c.stream("POST", url + "/api/generate",
-                          json={"model": TINY, "prompt": "second", "options": LONG}) as b:
-                b_lines = b.iter_lines()
-                assert json.loads(next(b_lines))["done"] is False
-                a.close()        # the first goes away while the second is generating
-                assert json.loads(next(b_lines))["done"] is False
+                      json={"model": TINY, "prompt": "second", "options": LONG}) as b:
+            b_lines = b.iter_lines()
+            assert json.loads(next(b_lines))["done"] is False
+            a.close()        # the first goes away while the second is generating
+            assert json.loads(next(b_lines))["done"] is False
     # the second did not queue behind the first: the first was still generating when the
     # second had started, so it ended by cancellation, short of its num_predict
     assert [n for n in _cancelled(caplog) if n < LONG["num_predict"]], "ran one after the other"
 
 
 def test_serve_prunes_unused_blobs_unless_noprune(tiny_store) -> None:
+    from runtime.api.server_main import prepare_store
     from runtime.config import load_settings
-    from runtime.serve.server_main import prepare_store
 
     orphan = tiny_store.add_blob_bytes(b"left over from an interrupted create")
     kept = {p.name for p in tiny_store.blobs_dir.iterdir()} - {

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml

@@ -11,9 +11,9 @@ import os
 import tarfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -42,7 +42,7 @@ def fake_wheel(folder: Path, dist: str, version: str, tag: str, files: dict[str,
         for name, data in {**files, **meta}.items():
             zf.writestr(name, data)
             record.append(f"{name},,")
-        zf.writestr(f"{info}/RECORD", "\n".join(record + [f"{info}/RECORD,,"]) + "\n")
+        zf.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
     return path
 
 
@@ -71,7 +71,7 @@ def pep503_index(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -6,8 +6,9 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -160,10 +161,9 @@ def test_stream_yields_ndjson_and_sends_options(fake_server: ThreadingHTTPServer
 
 def test_error_line_mid_stream_raises(fake_server: ThreadingHTTPServer) -> None:
     got: list[str] = []
-    with Client(load_settings()) as client:
-        with pytest.raises(ServerError, match="model runner crashed"):
-            for c in client.generate("fails-midway", "hi"):
-                got.append(c["response"])
+    with Client(load_settings()) as client, pytest.raises(ServerError, match="model runner crashed"):
+        for c in client.generate("fails-midway", "hi"):
+            got.append(c["response"])
     assert got == ["par"]
 
 

@@ -3,7 +3,8 @@ the final chunk kept for --verbose, and Ctrl-C closing the stream."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -38,11 +38,11 @@ def test_no_import_cycle_between_cli_modules() -> None:
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            pytest.fail("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+            pytest.fail("import cycle: " + " -> ".join([*path[path.index(node):], node]))
         if node in done:
             return
         for dep in sorted(graph.get(node, ())):
-            visit(dep, path + [node])
+            visit(dep, [*path, node])
         done.add(node)
 
     for module in sorted(graph):

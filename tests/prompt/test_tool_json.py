@@ -19,8 +19,8 @@ def test_an_empty_description_is_written_as_empty_string() -> None:
 
 
 def test_ollama_debug_turns_on_llmcrate_debug_lines() -> None:
+    from runtime.api.server_main import configure_logging
     from runtime.config import load_settings
-    from runtime.serve.server_main import configure_logging
 
     logger = logging.getLogger("runtime")
     before = logger.level

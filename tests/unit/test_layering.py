@@ -14,7 +14,7 @@ FORBIDDEN = ("bundler", "huggingface_hub")
 
 
 def _names_forbidden(name: str) -> bool:
-    return any(name == f or name.startswith(f + ".") or name.startswith(f + ":") for f in FORBIDDEN)
+    return any(name == f or name.startswith((f + ".", f + ":")) for f in FORBIDDEN)
 
 
 def test_no_runtime_module_imports_bundler_or_huggingface_hub() -> None:
@@ -80,3 +80,45 @@ def test_registry_pulls_do_not_import_bundler() -> None:
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# The stages of runtime/ (docs/architecture.md): each may import only the stages listed for it,
+# at the top of a module or lazily. Shared modules (runtime/*.py) are open to all.
+ALLOWED = {
+    "api": {"serve", "transfer", "models", "prompt"},
+    "cli": {"api", "serve", "transfer", "models", "prompt"},
+    "serve": {"models", "prompt"},
+    "transfer": {"models"},
+    "models": {"prompt"},
+    "prompt": set(),
+    "bundle": {"serve"},          # preflight asks serve.hardware which runtimes this host can run
+}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+
+
+def test_runtime_stages_import_one_way() -> None:
+    wrong = []
+    for path in sorted((ROOT / "runtime").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        here = _stage(module)
+        if here is None:
+            if module.count(".") == 1:       # a shared module imports no stage at all
+                here = "shared"
+            else:
+                continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [f"{node.module}.{a.name}" for a in node.names] if node.module == "runtime" \
+                    else [node.module]
+            for target in targets:
+                there = _stage(target) if target.startswith("runtime.") else None
+                if there and there != here and there not in ALLOWED.get(here, set()):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {here} imports {target}")
+    assert not wrong, "\n".join(wrong)

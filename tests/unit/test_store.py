@@ -287,8 +287,8 @@ def test_temps_of_killed_writers_are_reclaimed_on_the_next_write(tmp_path: Path)
 
 
 def test_server_start_reclaims_temps_of_killed_writers(tmp_path: Path) -> None:
+    from runtime.api.server_main import prepare_store
     from runtime.config import load_settings
-    from runtime.serve.server_main import prepare_store
 
     store = Store(tmp_path / "models")
     store.blobs_dir.mkdir(parents=True)

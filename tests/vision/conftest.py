@@ -23,7 +23,7 @@ def build_vision_store(models_dir: Path, tiny_vision: tuple[Path, Path]) -> Any:
 
 
 @pytest.fixture
-def vision_store(tiny_store: Any,  # noqa: F811 (the imported fixture, requested)
+def vision_store(tiny_store: Any,
                   models_dir: Path, tiny_vision: tuple[Path, Path]) -> Any:
     """The test's store with ``tiny:latest`` and ``tiny-vision:latest``."""
     return build_vision_store(models_dir, tiny_vision)

@@ -46,10 +46,10 @@ def prepare_store(settings: Settings) -> Store:
 
 
 def configure_logging(settings: Settings) -> None:
-    """OLLAMA_DEBUG=1: llmcrate's own debug lines (rendered prompts, scheduling) are shown; the
-    CLI keeps everything else at WARNING."""
-    if settings.debug:
-        logging.getLogger("runtime").setLevel(logging.DEBUG)
+    """The server log carries llmcrate's INFO lines, as Ollama's does (runners started and
+    loaded, requests cancelled, blobs pruned); OLLAMA_DEBUG=1 adds the debug lines (rendered
+    prompts, scheduling). Other libraries stay at the CLI's WARNING."""
+    logging.getLogger("runtime").setLevel(logging.DEBUG if settings.debug else logging.INFO)
 
 
 def serve(settings: Settings) -> None:

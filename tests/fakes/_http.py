@@ -29,6 +29,8 @@ class RequestRecord:
     authorization: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     client_port: int = 0                 # tells connections apart (one port per connection)
+    stalled: bool = False                # went silent (Faults.stall_after_bytes) ...
+    stall_over: bool = False             # ... and came back after stall_seconds
     started: float = 0.0                 # time.monotonic() when the request line came ...
     ended: float = 0.0                   # ... and when the answer (body included) was sent
 
@@ -219,7 +221,9 @@ class Handler(BaseHTTPRequestHandler):
             if stall_at is not None and sent < stall_at:
                 want = min(want, stall_at - sent)
             elif stall_at is not None and sent >= stall_at:
+                rec.stalled = True
                 time.sleep(faults.stall_seconds)
+                rec.stall_over = True
                 began += faults.stall_seconds
                 stall_at = None
             data = f.read(want)

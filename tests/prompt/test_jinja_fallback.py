@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import time
 from pathlib import Path
 
 import pytest
@@ -105,20 +104,16 @@ def test_sandbox_blocks_escapes(t: str) -> None:
     "{{ 2 ** 100000000 }}",
 ])
 def test_bombs_are_stopped(t: str) -> None:
-    start = time.monotonic()
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError):           # a bomb the limits miss hangs: pytest-timeout
         render_jinja(t, messages=[])
-    assert time.monotonic() - start < 5
 
 
 def test_deadline_stops_a_long_render(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(J, "DEADLINE_S", 0.3)
     monkeypatch.setattr(J, "MAX_RANGE_TOTAL", 10**12)
     t = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    start = time.monotonic()
     with pytest.raises(TemplateError, match="longer than"):
         render_jinja(t, messages=[])
-    assert time.monotonic() - start < 5
     # the render thread is usable afterwards
     assert render_jinja("ok", messages=[]) == "ok"
 

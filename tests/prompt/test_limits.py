@@ -1,8 +1,6 @@
 """Untrusted Go templates cannot hang or exhaust memory: depth, steps and output are bounded."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from runtime.errors import TemplateError
@@ -11,10 +9,8 @@ from runtime.prompt import GoTemplate, chat_prompt
 
 def _fails_fast(text: str, data: dict | None = None, **limits: int) -> TemplateError:
     t = GoTemplate.parse(text)
-    start = time.monotonic()
-    with pytest.raises(TemplateError) as ei:
+    with pytest.raises(TemplateError) as ei:   # a template the limits miss hangs: pytest-timeout
         t.execute(data or {}, **limits)
-    assert time.monotonic() - start < 10
     return ei.value
 
 

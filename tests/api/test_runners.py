@@ -254,3 +254,23 @@ def test_bad_format_is_a_400_from_the_runner_and_it_serves_on(live_server) -> No
     assert _chat(url, format={"type": "object"}, options={"num_predict": 4}).status_code == 200
     [runner] = _runners(live_server)
     assert runner.process.alive and runner.active == 0
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/v1/completions"])
+def test_client_leaving_a_stream_stops_its_generation(live_server, caplog, path: str) -> None:
+    """A client that leaves mid-stream stops its generation (NDJSON and SSE alike): the runner
+    logs the cancellation long before the million tokens asked for."""
+    url = live_server(num_parallel=1)
+    opts = {"num_predict": 1_000_000, "num_ctx": 256, "seed": 1}
+    body = ({"model": "tiny", "prompt": "hi", "raw": True, "options": opts} if path == "/api/generate"
+            else {"model": "tiny", "prompt": "hi", "max_tokens": 1_000_000, "stream": True,
+                  "seed": 1})
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
+    with httpx.Client(timeout=60) as client, client.stream("POST", url + path, json=body) as r:
+        assert r.status_code == 200
+        for n, _ in enumerate(r.iter_lines()):
+            if n == 20:
+                break
+    found = runner_cancellations(caplog, within=60)
+    assert found, "the generation went on after its client left"
+    assert all(generated < 1_000_000 for _, _, generated in found)

@@ -50,6 +50,18 @@ def configure_logging(settings: Settings) -> None:
     loaded, requests cancelled, blobs pruned); OLLAMA_DEBUG=1 adds the debug lines (rendered
     prompts, scheduling). Other libraries stay at the CLI's WARNING."""
     logging.getLogger("runtime").setLevel(logging.DEBUG if settings.debug else logging.INFO)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _LeftClientNoise) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_LeftClientNoise())
+
+
+class _LeftClientNoise(logging.Filter):
+    """asyncio warns "socket.send() raised exception." for every write after a streaming client
+    has gone (dozens per Ctrl-C in ``llmcrate run``); the server notices the disconnect and
+    cancels the generation anyway (its runner logs the cancellation), so the line is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "socket.send() raised exception."
 
 
 def serve(settings: Settings) -> None:

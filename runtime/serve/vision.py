@@ -640,6 +640,74 @@ class VisionContext:
         return EvalResult(n_past=pos, n_tokens=prompt.n_tokens, n_images=prompt.n_images,
                           pending_token=last.tokens[-1] if hold else None)  # type: ignore[union-attr]
 
+    def encode(self, prompt: MediaPrompt) -> list[Any]:
+        """Run the projector over every image of ``prompt``: the slow half of :meth:`eval`,
+        which needs no ``llama_context``, so a runner does it on a worker thread while its
+        other sequences keep decoding (the projector has its own context; one encode at a
+        time). Returns, per chunk, the image's embeddings (a float array of ``n_tokens`` x
+        the model's input width) or None for a text chunk, for :meth:`eval_encoded`.
+
+        Raises:
+            EngineError: the projector failed.
+        """
+        import llama_cpp
+
+        if not prompt._chunks:
+            raise EngineError("the prompt was already freed")
+        mtmd = self._lib
+        width = int(llama_cpp.llama_model_n_embd_inp(self._model))
+        out: list[Any] = []
+        for i, info in enumerate(prompt.chunks):
+            if info.kind == "text":
+                out.append(None)
+                continue
+            rc = mtmd.mtmd_encode_chunk(self._ctx, mtmd.mtmd_input_chunks_get(prompt._chunks, i))
+            if rc != 0:
+                raise EngineError(f"cannot encode image {info.id[:12]}: llama.cpp error {rc}")
+            n = info.n_tokens * width
+            embd = (ctypes.c_float * n)()
+            ctypes.memmove(embd, mtmd.mtmd_get_output_embd(self._ctx), n * ctypes.sizeof(ctypes.c_float))
+            out.append(embd)
+        return out
+
+    def eval_encoded(self, lctx: Any, prompt: MediaPrompt, embeddings: Sequence[Any], *,
+                     seq_id: int, n_past: int, n_batch: int) -> EvalResult:
+        """The fast half of :meth:`eval`: decode ``prompt`` into sequence ``seq_id`` of
+        ``lctx`` from ``n_past``, its images from :meth:`encode`'s ``embeddings``; the last
+        token's logits are kept for sampling. On failure the positions written are removed.
+
+        Raises:
+            EngineError: llama.cpp failed (1: no KV room — check ``prompt.n_pos`` first).
+        """
+        import llama_cpp
+
+        if not prompt._chunks:
+            raise EngineError("the prompt was already freed")
+        mtmd = self._lib
+        pos = n_past
+        rc = 0
+        last = len(prompt.chunks) - 1
+        for i, embd in enumerate(embeddings):
+            chunk = mtmd.mtmd_input_chunks_get(prompt._chunks, i)
+            new_past = llama_cpp.llama_pos(pos)
+            if embd is None:
+                rc = mtmd.mtmd_helper_eval_chunk_single(self._ctx, lctx, chunk, pos, seq_id,
+                                                        n_batch, i == last, ctypes.byref(new_past))
+            else:
+                no_callback = mtmd.mtmd_helper_post_decode_callback()      # a NULL function pointer
+                rc = mtmd.mtmd_helper_decode_image_chunk(self._ctx, lctx, chunk, embd, pos, seq_id,
+                                                         n_batch, ctypes.byref(new_past), no_callback,
+                                                         None)
+            if rc != 0:
+                break
+            pos = int(new_past.value)
+        if rc != 0:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(lctx), seq_id, n_past, -1)
+            what = "the context is full" if rc == 1 else f"llama.cpp error {rc}"
+            raise EngineError(f"cannot evaluate the prompt with its images: {what}")
+        return EvalResult(n_past=pos, n_tokens=prompt.n_tokens, n_images=prompt.n_images,
+                          pending_token=None)
+
     def eval_parts(self, lctx: Any, parts: Sequence[Part], *, seq_id: int, n_past: int,
                    n_batch: int, add_special: bool = False, logits_last: bool = True,
                    hold_last: bool = False) -> EvalResult:

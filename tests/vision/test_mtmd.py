@@ -232,3 +232,23 @@ def test_hold_last_leaves_the_last_token_for_the_shared_batch(loaded: Loaded):
         llama_cpp.llama_batch_free(batch)
     got = loaded.logits()
     assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-3
+
+
+def test_encode_on_a_worker_then_decode_equals_eval(loaded: Loaded):
+    """The runner's split path (projector on its encoder thread, embeddings decoded later by
+    the batching loop) gives the very logits of the one-call path, several images included."""
+    import concurrent.futures
+
+    prompt = CHATML.format("[img-0] left, [img-1] right: which is red?")
+    images = [png(rgb=(255, 0, 0)), png(rgb=(0, 0, 255))]
+    whole = _eval(loaded, prompt, images)
+    expected = loaded.logits()
+    loaded.clear()
+    with loaded.vision.tokenize(split_image_tags(prompt, images)) as p, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        embeddings = pool.submit(loaded.vision.encode, p).result()
+        assert [e is None for e in embeddings] == [c.kind == "text" for c in p.chunks]
+        split = loaded.vision.eval_encoded(loaded.ctx, p, embeddings, seq_id=0, n_past=0,
+                                           n_batch=N_BATCH)
+    assert (split.n_past, split.n_tokens, split.n_images) == (whole.n_past, whole.n_tokens, 2)
+    assert loaded.logits() == expected

@@ -71,3 +71,32 @@ def test_bad_images_are_400_and_the_server_stays_up(live_server, vision_store):
     client = ollama.Client(host=url)
     assert client.chat(model=VISION, options={"num_predict": 2},
                        messages=[{"role": "user", "content": "hi"}]).message is not None
+
+
+def test_image_prompts_beside_a_generating_stream(live_server, vision_store):
+    """Two slots of one runner: a text stream keeps generating while image prompts are
+    encoded (on the runner's encoder thread) and answered; every answer equals its greedy
+    answer alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ollama
+
+    client = ollama.Client(host=live_server(store=vision_store, num_parallel=2))
+    greedy = {"temperature": 0, "seed": 1}
+    pictures = [png(rgb=(255, 0, 0)), png(rgb=(0, 0, 255)), png(rgb=(0, 255, 0))]
+
+    def text() -> str:
+        return client.generate(model=VISION, prompt="count on", raw=True,
+                               options={**greedy, "num_predict": 1000}).response
+
+    def picture(i: int) -> str:
+        return client.generate(model=VISION, prompt="describe", images=[b64(pictures[i])],
+                               options={**greedy, "num_predict": 8}).response
+
+    alone_text = text()
+    alone = [picture(i) for i in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        long_run = pool.submit(text)
+        together = [picture(i) for i in range(3)]   # one after another, beside the long run
+        assert long_run.result() == alone_text
+    assert together == alone

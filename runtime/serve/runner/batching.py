@@ -10,12 +10,17 @@ Each slot remembers the tokens its KV cache holds; a new request goes to the fre
 shares the longest prefix with its prompt and evaluates only the rest (prompt cache reuse).
 A full context keeps ``num_keep`` tokens and drops half of the rest (Ollama's context shift).
 
+A prompt with images holds its slot while the projector encodes the images on a worker thread
+(one at a time), so the other sequences keep generating; the loop then decodes the embeddings
+into the slot's sequence between two steps.
+
 Runs on the runner's main thread only; other threads talk to it through :meth:`submit`
 and :meth:`cancel`.
 """
 from __future__ import annotations
 
 import codecs
+import concurrent.futures
 import ctypes
 import logging
 import math
@@ -61,6 +66,7 @@ class _Active:
     generated: list[int] = field(default_factory=list)
     pending: int | None = None             # sampled, not yet decoded
     t_first: int = 0
+    encoding: concurrent.futures.Future[Any] | None = None   # images being encoded (see top)
 
 
 @dataclass
@@ -93,6 +99,7 @@ class BatchLoop:
         self._waiting: list[Request] = []
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
+        self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- from other threads ------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -110,14 +117,19 @@ class BatchLoop:
             while True:
                 self._take_new(block=not self._busy())
                 self._drop_cancelled()
+                self._encoded()
                 self._assign()
                 if self._busy():
                     self.step()
         finally:
             self.lib.llama_batch_free(self.batch)
+            if self._encoder is not None:
+                self._encoder.shutdown(wait=False)
 
     def _busy(self) -> bool:
-        return any(s.active is not None for s in self.slots)
+        """Whether a step has work; a slot whose images are being encoded has none yet (the
+        encoder wakes the loop when it is done)."""
+        return any(s.active is not None and s.active.encoding is None for s in self.slots)
 
     def _take_new(self, *, block: bool) -> None:
         try:
@@ -181,41 +193,79 @@ class BatchLoop:
                          len(req.tokens))
 
     def _activate(self, slot: _Slot, req: Request, done_prompt: int) -> None:
-        opts = req.opts
-        if opts.num_predict > 0:
-            budget = opts.num_predict
-        elif opts.num_predict == -2:               # fill the context
-            budget = self.n_ctx - req.prompt_count
-        else:                                      # until the model stops; Ollama's cap
-            budget = 10 * self.n_ctx
-        slot.active = _Active(req=req, done_prompt=done_prompt, budget=budget,
+        slot.active = _Active(req=req, done_prompt=done_prompt, budget=self._budget(req),
                               decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
-                              stops=StopMatcher(opts.stop))
+                              stops=StopMatcher(req.opts.stop))
+
+    def _budget(self, req: Request) -> int:
+        """How many tokens the request may generate."""
+        if req.opts.num_predict > 0:
+            return req.opts.num_predict
+        if req.opts.num_predict == -2:             # fill the context
+            return self.n_ctx - req.prompt_count
+        return 10 * self.n_ctx                     # until the model stops; Ollama's cap
 
     def _start_with_images(self, slot: _Slot, req: Request) -> None:
-        """Evaluate a prompt with images through the projector, right here (the encoder runs
-        between two steps), then sample its first token from the last decode's logits."""
-        from runtime.errors import LlmcrateError
-
+        """Hold the slot and hand the prompt's images to the encoder thread (:meth:`_encode`);
+        :meth:`_encoded` takes it from there."""
         self.lib.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
         slot.cache.clear()
+        if self._encoder is None:
+            self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
+        self._activate(slot, req, 0)
+        assert slot.active is not None
+        slot.active.encoding = self._encoder.submit(self._encode, req)
+
+    def _encode(self, req: Request) -> tuple[Any, list[Any]]:
+        """On the encoder thread: tokenize the prompt with its images and run the projector."""
         try:
-            with self.vision.tokenize(req.parts) as prompt:
+            prompt = self.vision.tokenize(req.parts)
+            try:
                 if prompt.n_pos >= self.n_ctx:
                     raise _TooLong(f"the prompt with its images needs {prompt.n_pos} positions, "
                                    f"more than the context of {self.n_ctx} (num_ctx)")
-                result = self.vision.eval(self.ctx, prompt, seq_id=slot.seq, n_past=0,
-                                          n_batch=self.n_batch, logits_last=True)
-        except (LlmcrateError, _TooLong) as e:
-            req.sampler.close()
-            slot.last_used = time.monotonic()
-            self.emit({"op": "error", "id": req.id, "status": 400, "error": str(e)})
-            return
-        # positions, not tokens, fill the cache; -1 never matches a later prompt's token
-        slot.cache.extend([-1] * result.n_past)
-        req.prompt_count = result.n_tokens
-        self._activate(slot, req, result.n_tokens)
-        self._sampled(slot, -1)
+                req.prompt_count = prompt.n_tokens
+                return prompt, self.vision.encode(prompt)
+            except BaseException:
+                prompt.close()
+                raise
+        finally:
+            self._inbox.put(None)          # wake the loop
+
+    def _encoded(self) -> None:
+        """Decode the prompts whose images are encoded, then sample their first tokens."""
+        from runtime.errors import LlmcrateError
+
+        for slot in self.slots:
+            a = slot.active
+            if a is None or a.encoding is None or not a.encoding.done():
+                continue
+            req = a.req
+            try:
+                prompt, embeddings = a.encoding.result()
+            except (LlmcrateError, _TooLong) as e:
+                slot.active = None
+                req.sampler.close()
+                slot.last_used = time.monotonic()
+                self.emit({"op": "error", "id": req.id, "status": 400, "error": str(e)})
+                continue
+            a.encoding = None
+            try:
+                result = self.vision.eval_encoded(self.ctx, prompt, embeddings, seq_id=slot.seq,
+                                                  n_past=0, n_batch=self.n_batch)
+            except LlmcrateError as e:
+                slot.active = None
+                req.sampler.close()
+                slot.last_used = time.monotonic()
+                self.emit({"op": "error", "id": req.id, "status": 400, "error": str(e)})
+                continue
+            finally:
+                prompt.close()
+            # positions, not tokens, fill the cache; -1 never matches a later prompt's token
+            slot.cache.extend([-1] * result.n_past)
+            a.done_prompt = result.n_tokens
+            a.budget = self._budget(req)           # prompt_count is known now
+            self._sampled(slot, -1)
 
     # -- one decode step ---------------------------------------------------------------------
     def step(self) -> None:
@@ -324,6 +374,8 @@ class BatchLoop:
             return
         slot.active = None
         slot.last_used = time.monotonic()
+        if a.encoding is not None:         # cancelled while its images were being encoded
+            a.encoding.add_done_callback(_free_encoded)
         if a.pending is not None:          # sampled but never decoded: not in the cache
             a.generated.append(a.pending)
         # the KV cache holds what was decoded; keep it for the next request's prefix
@@ -374,6 +426,12 @@ class BatchLoop:
             entry["top_logprobs"] = [_lp_entry(self.piece(int(t)), float(logits[t]) - lse)
                                      for t in best]
         return entry
+
+
+def _free_encoded(done: concurrent.futures.Future[Any]) -> None:
+    """Free the tokenized prompt of an encode nobody waits for any more."""
+    if not done.cancelled() and done.exception() is None:
+        done.result()[0].close()
 
 
 def _lp_entry(piece: bytes, logprob: float) -> dict[str, Any]:

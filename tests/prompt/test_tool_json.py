@@ -27,7 +27,8 @@ def test_ollama_debug_turns_on_llmcrate_debug_lines() -> None:
     try:
         logger.setLevel(logging.NOTSET)
         configure_logging(load_settings(env={"OLLAMA_DEBUG": "0"}))
-        assert logger.level == logging.NOTSET
+        assert logger.level == logging.INFO          # the server log: INFO lines, no debug
+        assert not logging.getLogger("runtime.api.prompting").isEnabledFor(logging.DEBUG)
         configure_logging(load_settings(env={"OLLAMA_DEBUG": "1"}))
         assert logging.getLogger("runtime.api.prompting").isEnabledFor(logging.DEBUG)
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -9,6 +10,17 @@ from runtime.api.server_main import configure_logging
 from runtime.config import load_settings
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure_logging changes process-wide loggers: put them back for the next test."""
+    runtime_log, asyncio_log = logging.getLogger("runtime"), logging.getLogger("asyncio")
+    level, filters = runtime_log.level, list(asyncio_log.filters)
+    yield
+    runtime_log.setLevel(level)
+    asyncio_log.filters[:] = filters
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_server_log_has_llmcrate_info_and_no_left_client_noise(caplog: pytest.LogCaptureFixture) -> None:
     configure_logging(load_settings())
     configure_logging(load_settings())              # twice (tests, restarts): one filter

@@ -158,6 +158,11 @@ class Settings:
     #: OLLAMA_FLASH_ATTENTION: off by default, as in Ollama (and llama-cpp-python)
     flash_attention: bool = False
     registry: bool = False             # LLMCRATE_REGISTRY: serve the store over /v2/ (read-only)
+    #: LLMCRATE_IMAGE_ENCODE: where a vision runner runs its projector. "thread": on an encoder
+    #: thread, so the other sequences keep generating meanwhile; "inline": between two decode
+    #: steps (every sequence waits); "auto": a thread when the projector runs on a GPU, inline
+    #: on CPU (docs/benchmarks.md: at the default thread count two CPU thread pools contend)
+    image_encode: str = "auto"
 
     def __post_init__(self) -> None:
         if self.num_parallel < 1:
@@ -170,6 +175,8 @@ class Settings:
             raise ConfigError("LLMCRATE_NUM_THREAD", "must be 0 (all cores) or more")
         if self.context_length < 16:
             raise ConfigError("OLLAMA_CONTEXT_LENGTH", "must be at least 16")
+        if self.image_encode not in ("auto", "thread", "inline"):
+            raise ConfigError("LLMCRATE_IMAGE_ENCODE", f'"{self.image_encode}" is not auto, thread or inline')
 
     @property
     def allowed_origins(self) -> tuple[str, ...]:
@@ -222,6 +229,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "num_thread": _int(env, "NUM_THREAD", 0),
         "flash_attention": _bool(env, "FLASH_ATTENTION"),
         "registry": _bool(env, "REGISTRY"),
+        "image_encode": (_get(env, "IMAGE_ENCODE") or "auto").lower(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -147,7 +147,7 @@ class Service:
             lora_path=info.adapters[0] if info.adapters else None,
             projector_path=info.projectors[0] if info.projectors else None,
             default_ctx=self.settings.context_length,
-            flash_attn=self.settings.flash_attention)
+            flash_attn=self.settings.flash_attention, image_encode=self.settings.image_encode)
         return ModelRef(name=info.name.display, digest=info.digest, load=load,
                         details=dict(info.details))
 

@@ -51,12 +51,13 @@ class LoadOptions:
     lora_path: Path | None = None
     projector_path: Path | None = None      # a vision model's mmproj
     flash_attn: bool = False
+    image_encode: str = "auto"              # Settings.image_encode
 
     @classmethod
     def from_options(cls, *, model_path: Path, options: Mapping[str, Any], embedding: bool = False,
                      lora_path: Path | None = None, projector_path: Path | None = None,
-                     default_ctx: int = _DEFAULTS["num_ctx"], flash_attn: bool = False
-                     ) -> LoadOptions:
+                     default_ctx: int = _DEFAULTS["num_ctx"], flash_attn: bool = False,
+                     image_encode: str = "auto") -> LoadOptions:
         """Build from merged Ollama options (``num_ctx``, ``num_batch``, ``num_gpu``, ...)."""
         num_ctx = options.get("num_ctx") or default_ctx
         num_thread = int(_opt(options, "num_thread"))
@@ -73,6 +74,7 @@ class LoadOptions:
             lora_path=Path(lora_path) if lora_path else None,
             projector_path=(Path(projector_path) if projector_path and not embedding else None),
             flash_attn=flash_attn,
+            image_encode=image_encode if projector_path and not embedding else "auto",
         )
 
 

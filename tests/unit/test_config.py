@@ -58,3 +58,10 @@ def test_bad_host_is_a_config_error(bad: str) -> None:
 
 def test_bare_ipv6_host() -> None:
     assert parse_host("::1") == HostAddr("http", "::1", 11434)
+
+
+def test_image_encode_setting() -> None:
+    assert load_settings(env={}).image_encode == "auto"
+    assert load_settings(env={"LLMCRATE_IMAGE_ENCODE": "Thread"}).image_encode == "thread"
+    with pytest.raises(ConfigError, match="LLMCRATE_IMAGE_ENCODE.*not auto, thread or inline"):
+        load_settings(env={"LLMCRATE_IMAGE_ENCODE": "gpu"})

@@ -73,15 +73,20 @@ def test_bad_images_are_400_and_the_server_stays_up(live_server, vision_store):
                        messages=[{"role": "user", "content": "hi"}]).message is not None
 
 
-def test_image_prompts_beside_a_generating_stream(live_server, vision_store):
-    """Two slots of one runner: a text stream keeps generating while image prompts are
-    encoded (on the runner's encoder thread) and answered; every answer equals its greedy
-    answer alone."""
+@pytest.mark.parametrize(("image_encode", "how"), [("thread", "on a thread"), ("inline", "inline")])
+def test_image_prompts_beside_a_generating_stream(live_server, vision_store, caplog,
+                                                  image_encode: str, how: str):
+    """Two slots of one runner: a text stream generates while image prompts are encoded (on
+    the runner's encoder thread, or between two steps) and answered; every answer equals its
+    greedy answer alone."""
+    import logging
     from concurrent.futures import ThreadPoolExecutor
 
     import ollama
 
-    client = ollama.Client(host=live_server(store=vision_store, num_parallel=2))
+    caplog.set_level(logging.INFO, logger="runtime.serve.runner")
+    client = ollama.Client(host=live_server(store=vision_store, num_parallel=2,
+                                            image_encode=image_encode))
     greedy = {"temperature": 0, "seed": 1}
     pictures = [png(rgb=(255, 0, 0)), png(rgb=(0, 0, 255)), png(rgb=(0, 255, 0))]
 
@@ -100,3 +105,4 @@ def test_image_prompts_beside_a_generating_stream(live_server, vision_store):
         together = [picture(i) for i in range(3)]   # one after another, beside the long run
         assert long_run.result() == alone_text
     assert together == alone
+    assert any(f"images encoded {how}" in r.getMessage() for r in caplog.records)

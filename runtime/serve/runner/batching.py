@@ -10,9 +10,11 @@ Each slot remembers the tokens its KV cache holds; a new request goes to the fre
 shares the longest prefix with its prompt and evaluates only the rest (prompt cache reuse).
 A full context keeps ``num_keep`` tokens and drops half of the rest (Ollama's context shift).
 
-A prompt with images holds its slot while the projector encodes the images on a worker thread
-(one at a time), so the other sequences keep generating; the loop then decodes the embeddings
-into the slot's sequence between two steps.
+A prompt with images holds its slot while the projector encodes its images, then the loop
+decodes the embeddings into the slot's sequence between two steps. With ``encode_thread`` the
+projector runs on an encoder thread (one image at a time) and the other sequences keep
+generating meanwhile; without it, the encode runs between two steps and every sequence waits
+(the better choice on a CPU whose cores the decode already uses: docs/benchmarks.md).
 
 Runs on the runner's main thread only; other threads talk to it through :meth:`submit`
 and :meth:`cancel`.
@@ -81,7 +83,7 @@ class BatchLoop:
     """Owns the context's sequences. ``run`` until :meth:`stop`."""
 
     def __init__(self, llama_cpp: Any, *, model: Any, ctx: Any, n_seq: int, n_ctx: int,
-                 n_batch: int, emit: Emit, vision: Any = None) -> None:
+                 n_batch: int, emit: Emit, vision: Any = None, encode_thread: bool = False) -> None:
         self.lib = llama_cpp
         self.model = model
         self.ctx = ctx
@@ -100,6 +102,7 @@ class BatchLoop:
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
+        self.encode_thread = encode_thread
 
     # -- from other threads ------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -206,15 +209,23 @@ class BatchLoop:
         return 10 * self.n_ctx                     # until the model stops; Ollama's cap
 
     def _start_with_images(self, slot: _Slot, req: Request) -> None:
-        """Hold the slot and hand the prompt's images to the encoder thread (:meth:`_encode`);
-        :meth:`_encoded` takes it from there."""
+        """Hold the slot and encode the prompt's images (:meth:`_encode`) on the encoder thread,
+        or here; :meth:`_encoded` takes it from there."""
         self.lib.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
         slot.cache.clear()
-        if self._encoder is None:
-            self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
         self._activate(slot, req, 0)
         assert slot.active is not None
-        slot.active.encoding = self._encoder.submit(self._encode, req)
+        if self.encode_thread:
+            if self._encoder is None:
+                self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="encode")
+            slot.active.encoding = self._encoder.submit(self._encode, req)
+            return
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            done.set_result(self._encode(req))
+        except Exception as e:  # noqa: BLE001 (handed on exactly as the encoder thread's would be)
+            done.set_exception(e)
+        slot.active.encoding = done
 
     def _encode(self, req: Request) -> tuple[Any, list[Any]]:
         """On the encoder thread: tokenize the prompt with its images and run the projector."""

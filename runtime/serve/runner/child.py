@@ -213,13 +213,17 @@ class GenerationRunner(Runner):
         self.n_seq = n_seq
         self.load_duration = time.perf_counter() - start
         self.loop = BatchLoop(lib, model=self.model, ctx=self.ctx, n_seq=n_seq, n_ctx=self.n_ctx,
-                              n_batch=n_batch, emit=self._emit, vision=self.vision)
+                              n_batch=n_batch, emit=self._emit, vision=self.vision,
+                              encode_thread=(opts.image_encode == "thread"
+                                             or (opts.image_encode == "auto" and self.gpu)))
         self._lock = threading.Lock()
         self._submitted: set[int] = set()
         self._cancelled: set[int] = set()
-        logger.info("loaded %s: %d sequences of %d tokens, batch %d, %d threads, gpu=%s, %.2fs",
+        logger.info("loaded %s: %d sequences of %d tokens, batch %d, %d threads, gpu=%s, %.2fs%s",
                     opts.model_path.name, n_seq, self.n_ctx, n_batch, threads, self.gpu,
-                    self.load_duration)
+                    self.load_duration,
+                    "" if self.vision is None else
+                    "; images encoded " + ("on a thread" if self.loop.encode_thread else "inline"))
 
     def info(self) -> dict[str, Any]:
         return {"n_ctx": self.n_ctx, "n_seq": self.n_seq, "gpu": self.gpu,

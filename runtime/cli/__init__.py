@@ -9,7 +9,6 @@ runtime never names them.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -21,6 +20,7 @@ import click
 
 from runtime import __version__
 from runtime.errors import LlmcrateError
+from runtime.plugins import entry_points
 
 #: command name -> "module:attr". Modules are imported only when the command is used.
 COMMANDS: dict[str, str] = {
@@ -44,11 +44,7 @@ ENTRY_POINT_GROUP = "llmcrate.commands"
 
 def _commands() -> dict[str, str]:
     """:data:`COMMANDS` and the ``llmcrate.commands`` entry points (ours win a clash)."""
-    if sys.version_info >= (3, 10):
-        eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))  # novermin
-    else:
-        eps = list(importlib.metadata.entry_points().get(ENTRY_POINT_GROUP, ()))
-    return {**{ep.name: ep.value for ep in eps}, **COMMANDS}
+    return {**{ep.name: ep.value for ep in entry_points(ENTRY_POINT_GROUP)}, **COMMANDS}
 
 
 def _debug() -> bool:

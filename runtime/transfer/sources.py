@@ -18,14 +18,13 @@ an import. Entry points are looked up on each use (not cached), so what is impor
 """
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from runtime.errors import SourceUnavailable
 from runtime.models.names import HFFileRef, ModelName, parse_name, parse_reference
+from runtime.plugins import entry_points
 
 if TYPE_CHECKING:
     from runtime.models.store import Manifest, Store
@@ -119,12 +118,6 @@ def register_puller(source: str, puller: Puller) -> None:
     _PULLERS[source] = puller
 
 
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    if sys.version_info >= (3, 10):
-        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))  # novermin
-    return list(importlib.metadata.entry_points().get(ENTRY_POINT_GROUP, ()))
-
-
 def _unavailable(source: str) -> SourceUnavailable:
     message, hint = _UNAVAILABLE.get(source, (f"no puller for model source {source!r} is installed",
                                               "install the package that provides it"))
@@ -140,7 +133,7 @@ def get_puller(source: str) -> Puller:
     puller = _PULLERS.get(source)
     if puller is not None:
         return puller
-    for ep in _entry_points():
+    for ep in entry_points(ENTRY_POINT_GROUP):
         if ep.name != source:
             continue
         try:

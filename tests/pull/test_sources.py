@@ -35,7 +35,7 @@ def test_bad_references_fail_before_any_source() -> None:
 
 
 def test_a_source_without_a_puller_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "_entry_points", list)
+    monkeypatch.setattr(sources, "entry_points", lambda group: [])
     with pytest.raises(SourceUnavailable) as e:
         sources.resolve("hf.co/someone/Tiny-GGUF")
     assert e.value.source == "huggingface" and "online host" in (e.value.hint or "")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from runtime.api.errors import ApiError, anthropic_body, to_api_error
 from runtime.api.inference import Instant, Piece, start
-from runtime.api.schemas import ChatBody, Message, function_tool, parse_body, read_object
+from runtime.api.schemas import ChatBody, Message, function_tools, parse_body, read_object
 from runtime.api.service import Service
 from runtime.api.streaming import collect, sse_event, started, unless_disconnected
 
@@ -98,16 +98,8 @@ def to_messages(raw: dict[str, Any]) -> list[Message]:
 
 
 def _tools(raw: Any) -> list[dict[str, Any]] | None:
-    if not raw:
-        return None
-    if not isinstance(raw, list):
-        raise ApiError(400, "tools must be a list")
-    out = []
-    for t in raw:
-        if not isinstance(t, dict) or not t.get("name"):
-            raise ApiError(400, "every tool needs a name")
-        out.append(function_tool(t["name"], t.get("description"), t.get("input_schema")))
-    return out
+    return function_tools(raw, accept=lambda t: bool(t.get("name")), refusal="every tool needs a name",
+                          schema_key="input_schema")
 
 
 def _options(raw: dict[str, Any]) -> dict[str, Any]:

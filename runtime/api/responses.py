@@ -22,7 +22,7 @@ from runtime.api.inference import Instant, Piece, start
 from runtime.api.schemas import (
     ChatBody,
     Message,
-    function_tool,
+    function_tools,
     number_field,
     parse_body,
     read_object,
@@ -112,16 +112,8 @@ def to_messages(raw: dict[str, Any]) -> list[Message]:
 
 
 def _tools(raw: Any) -> list[dict[str, Any]] | None:
-    if not raw:
-        return None
-    if not isinstance(raw, list):
-        raise ApiError(400, "tools must be a list")
-    out = []
-    for t in raw:
-        if not isinstance(t, dict) or t.get("type") != "function":
-            raise ApiError(400, "only function tools are supported")
-        out.append(function_tool(t.get("name", ""), t.get("description"), t.get("parameters")))
-    return out
+    return function_tools(raw, accept=lambda t: t.get("type") == "function",
+                          refusal="only function tools are supported", schema_key="parameters")
 
 
 def _format(raw: dict[str, Any]) -> Any:

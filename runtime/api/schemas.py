@@ -6,7 +6,7 @@ by the routers, so their field order and omissions match Ollama's JSON.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -127,6 +127,22 @@ def function_tool(name: str, description: Any, parameters: Any) -> dict[str, Any
     return {"type": "function", "function": {
         "name": name, "description": description or "",
         "parameters": parameters or {"type": "object", "properties": {}}}}
+
+
+def function_tools(raw: Any, *, accept: Callable[[dict[str, Any]], bool], refusal: str,
+                   schema_key: str) -> list[dict[str, Any]] | None:
+    """A ``/v1`` body's ``tools`` list as chat-body tools (:func:`function_tool`); a tool that
+    is not a dict or that ``accept`` refuses is a 400 saying ``refusal``."""
+    if not raw:
+        return None
+    if not isinstance(raw, list):
+        raise ApiError(400, "tools must be a list")
+    out = []
+    for t in raw:
+        if not isinstance(t, dict) or not accept(t):
+            raise ApiError(400, refusal)
+        out.append(function_tool(t.get("name", ""), t.get("description"), t.get(schema_key)))
+    return out
 
 
 B = TypeVar("B", bound=BaseModel)

@@ -66,6 +66,10 @@ def test_responses_errors(live_server) -> None:
         client.responses.create(model="tiny", input="hi", previous_response_id="resp_1")
     r = httpx.post(url + "/v1/responses", json={"model": "tiny", "input": 5})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    for tools, says in ((5, "tools must be a list"),
+                        ([{"type": "web_search"}], "only function tools are supported")):
+        r = httpx.post(url + "/v1/responses", json={"model": "tiny", "input": "hi", "tools": tools})
+        assert r.status_code == 400 and r.json()["error"]["message"] == says, r.text
 
 
 def test_responses_input_items_become_chat_messages() -> None:
@@ -132,6 +136,11 @@ def test_messages_errors_have_anthropic_shape(live_server) -> None:
     r = httpx.post(url + "/v1/messages", json={"model": "tiny", "max_tokens": 4,
                                                "messages": [{"role": "bot", "content": "hi"}]})
     assert r.status_code == 400 and "role" in r.json()["error"]["message"]
+    for tools, says in (({"name": "f"}, "tools must be a list"),
+                        ([{"description": "no name"}], "every tool needs a name")):
+        r = httpx.post(url + "/v1/messages", json={"model": "tiny", "max_tokens": 4, "tools": tools,
+                                                   "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and r.json()["error"]["message"] == says, r.text
 
 
 def test_messages_blocks_become_chat_messages() -> None:
